@@ -1,0 +1,108 @@
+"""The `smartmask` console entry point. Exit codes: 0 done, 2 bad input (one line on stderr), other = failure.
+
+Heavy imports (Prefect, torch) happen inside the commands that need them, so `smartmask query` stays fast.
+Every command that writes prints the id of what it wrote as the last line of its output.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="SmartMask pipeline: amodal layer data, training, mask suggestion, insertion.")
+
+LakeOpt = Annotated[str | None, typer.Option("--lake", help="Lake directory (default $SMARTMASK_LAKE or ./lake)")]
+
+
+def _bad_input(msg: str) -> typer.Exit:
+    typer.echo(f"error: {' '.join(str(msg).split())}", err=True)
+    return typer.Exit(2)
+
+
+def _offline_defaults() -> None:
+    # Nothing here may phone home: no hub downloads, no Prefect analytics.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@app.command()
+def synth(out: Annotated[Path, typer.Option("--out", help="Output directory")],
+          scenes: Annotated[int, typer.Option("--scenes", min=1)] = 200,
+          seed: Annotated[int, typer.Option("--seed")] = 0,
+          workers: Annotated[int, typer.Option("--workers", min=1)] = max(1, os.cpu_count() or 1),
+          tiny: Annotated[bool, typer.Option("--tiny", help="160x120 scenes with few objects")] = False) -> None:
+    """Generate the synthetic amodal world: OUT/annotations.json (COCOA format) + OUT/images/."""
+    from smartmask.config import SynthConfig
+    from smartmask.synth import generate
+
+    cfg = SynthConfig.tiny() if tiny else SynthConfig()
+    path = generate(out, scenes, seed, cfg, workers=workers)
+    typer.echo(str(path))
+
+
+@app.command()
+def rebuild(source: Annotated[str, typer.Option("--source", help="cocoa:FILE | kins:FILE | jsonl:FILE")],
+            images: Annotated[Path, typer.Option("--images", help="Directory the file names are relative to")],
+            name: Annotated[str, typer.Option("--name", help="Dataset name")],
+            lake: LakeOpt = None,
+            workers: Annotated[int, typer.Option("--workers", min=1)] = 2,
+            shard_size: Annotated[int, typer.Option("--shard-size", min=1)] = 500) -> None:
+    """Ingest → validate → order → publish a dataset version (Prefect flow `rebuild_dataset`)."""
+    _offline_defaults()
+    from smartmask.config import RebuildConfig
+    from smartmask.sources import SourceError
+
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise _bad_input(f"dataset name must be letters, digits, '-' or '_', got {name!r}")
+    if not images.is_dir():
+        raise _bad_input(f"images directory not found: {images}")
+    from smartmask.sources import load_source
+
+    try:  # fail fast with exit 2 before starting Prefect when the source itself is unusable
+        load_source(source)
+    except SourceError as e:
+        raise _bad_input(str(e)) from None
+    from flows.rebuild_dataset import rebuild_dataset
+
+    cfg = RebuildConfig(workers=workers, shard_size=shard_size)
+    m = rebuild_dataset(source, str(images), name, lake, cfg)
+    c = m["counts"]
+    typer.echo(" ".join(f"{k}: {v['accepted']}/{v['in']} accepted" for k, v in c.items()))
+    typer.echo(m["version"])
+
+
+@app.command()
+def query(sql: Annotated[str, typer.Argument(help="A read-only SELECT over the lake's views")],
+          lake: LakeOpt = None,
+          max_rows: Annotated[int, typer.Option("--max-rows", min=1)] = 50) -> None:
+    """Run a read-only DuckDB SELECT over the lake (views: images, layers, rejects, vocabulary, …)."""
+    from smartmask.lake.layout import lake_root
+    from smartmask.lake.query import QueryRefused, format_table, run_query
+
+    try:
+        table = run_query(lake_root(lake), sql)
+    except QueryRefused as e:
+        raise _bad_input(str(e)) from None
+    typer.echo(format_table(table, max_rows=max_rows))
+
+
+@app.command()
+def demo(lake: LakeOpt = None,
+         scenes: Annotated[int, typer.Option("--scenes", min=1)] = 200,
+         seed: Annotated[int, typer.Option("--seed")] = 0) -> None:
+    """Run every stage that exists on the embedded synthetic world (now: synth → rebuild)."""
+    _offline_defaults()
+    from flows.demo import demo as demo_flow
+
+    version = demo_flow(lake=lake, scenes=scenes, seed=seed)
+    typer.echo(version)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

@@ -1,0 +1,1 @@
+"""The Parquet lake: layout, schemas, atomic writes, read-only DuckDB queries."""

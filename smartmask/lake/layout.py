@@ -1,0 +1,102 @@
+"""Where things live in the lake, and the pyarrow schema of every table we write.
+
+    <lake>/datasets/name=<name>/version=<version>/<table>/part-<shard>.parquet
+    <lake>/datasets/name=<name>/version=<version>/_manifest.json
+    <lake>/_staging/...            work in progress; invisible to every reader, renamed into place at publish
+
+Hive-style `name=`/`version=` directories let DuckDB read every version at once with
+`read_parquet('<lake>/datasets/*/*/<table>/*.parquet', hive_partitioning=true)`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+
+
+def lake_root(lake: str | os.PathLike | None = None) -> Path:
+    """`--lake DIR`, else `$SMARTMASK_LAKE`, else `./lake`."""
+    return Path(lake or os.environ.get("SMARTMASK_LAKE") or "lake").resolve()
+
+
+def dataset_dir(lake: Path, name: str, version: str) -> Path:
+    return lake / "datasets" / f"name={name}" / f"version={version}"
+
+
+def staging_dir(lake: Path, name: str, version: str) -> Path:
+    return lake / "_staging" / "datasets" / f"name={name}" / f"version={version}"
+
+
+IMAGES = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("file_name", pa.string()),
+        ("uri", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("sha256", pa.string()),
+        ("source", pa.string()),
+        ("split", pa.string()),
+        ("n_layers", pa.int32()),
+        ("n_rejected_regions", pa.int32()),
+        ("order_source", pa.string()),
+        ("order_pairs", pa.int32()),
+        ("cycles_broken", pa.int32()),
+        ("source_caption", pa.string()),
+    ]
+)
+
+LAYERS = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("layer", pa.int32()),  # 0 = back-most
+        ("region_id", pa.string()),
+        ("label", pa.string()),
+        ("label_raw", pa.string()),
+        ("label_id", pa.int32()),
+        ("is_stuff", pa.bool_()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("rle", pa.string()),  # COCO compressed RLE counts of the amodal mask
+        ("bbox", pa.list_(pa.float64(), 4)),  # x, y, w, h of the amodal mask
+        ("area", pa.int64()),
+        ("visible_rle", pa.string()),  # null where the source gives no visible mask
+        ("visible_area", pa.int64()),
+        ("occlusion_rate", pa.float32()),
+        ("order_source", pa.string()),
+    ]
+)
+
+REJECTS = pa.schema(
+    [
+        ("source", pa.string()),
+        ("record_kind", pa.string()),  # file | line | image | region
+        ("record_key", pa.string()),
+        ("image_id", pa.string()),
+        ("stage", pa.string()),  # parse | validate | order
+        ("reason", pa.string()),  # a stable code, see datasets/README.md
+        ("detail", pa.string()),
+        ("record", pa.string()),  # the offending record, JSON, truncated
+    ]
+)
+
+VOCABULARY = pa.schema(
+    [
+        ("label_id", pa.int32()),
+        ("label", pa.string()),
+        ("is_stuff", pa.bool_()),
+        ("r", pa.uint8()),
+        ("g", pa.uint8()),
+        ("b", pa.uint8()),
+        ("instances", pa.int64()),
+    ]
+)
+
+DATASET_TABLES: dict[str, pa.Schema] = {
+    "images": IMAGES,
+    "layers": LAYERS,
+    "rejects": REJECTS,
+    "vocabulary": VOCABULARY,
+}

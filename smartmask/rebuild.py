@@ -1,0 +1,275 @@
+"""Rebuild a dataset version: plan (parse, hash, shard) → process shards (validate, order) → publish.
+
+The three steps are plain functions so the same code runs in a test, a Prefect task and a worker process.
+Resumability: every shard writes its parts under the version's staging directory and then a `_done`
+marker; a rerun of the same inputs gets the same version id, skips shards with a marker and redoes the rest
+(part names are deterministic, so a half-finished shard is simply overwritten). Publish renames the whole
+staging directory into `datasets/`, so a version is either completely visible or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smartmask import DATA_CODE_VERSION, masks
+from smartmask.config import RebuildConfig
+from smartmask.lake.io import rows_to_table, write_json_atomic, write_parquet_atomic
+from smartmask.lake.layout import IMAGES, LAYERS, REJECTS, VOCABULARY, dataset_dir, staging_dir
+from smartmask.ordering import order_layers
+from smartmask.sources import SourceImage, load_source
+from smartmask.sources.base import reject
+from smartmask.validate import Reject, check_image, normalise_label, resolve_image, to_rle
+from smartmask.vocab import Vocabulary
+
+
+@dataclass(slots=True)
+class ShardJob:
+    """Everything one shard needs; small enough to pickle to a worker process."""
+
+    index: int
+    images: list[SourceImage]
+    sha256: dict[str, str | None]
+    label_ids: dict[str, int]
+    images_root: Path
+    staging: Path
+    source: str
+    config: RebuildConfig
+
+
+@dataclass(slots=True)
+class Plan:
+    name: str
+    version: str
+    lake: Path
+    source: str
+    images_root: Path
+    config: RebuildConfig
+    published: bool
+    vocabulary: Vocabulary
+    counts_in: dict[str, int]
+    parse_rejects: list[dict]
+    jobs: list[ShardJob] = field(default_factory=list)
+
+    @property
+    def staging(self) -> Path:
+        return staging_dir(self.lake, self.name, self.version)
+
+    def pending(self) -> list[ShardJob]:
+        return [j for j in self.jobs if not (self.staging / "_done" / f"{j.index:05d}.json").exists()]
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _label_or_none(raw) -> str | None:
+    try:
+        return normalise_label(raw)
+    except Reject:
+        return None
+
+
+def plan_rebuild(source_spec: str, images_dir: str | Path, name: str, lake: Path,
+                 config: RebuildConfig = RebuildConfig()) -> Plan:
+    """Parse the source, hash every input, and decide the version id. Raises SourceError on unusable input."""
+    parsed = load_source(source_spec)
+    root = Path(images_dir).expanduser().resolve()
+    h = hashlib.sha256()
+    for part in (DATA_CODE_VERSION, config.content_hash(), parsed.source, str(root)):
+        h.update(part.encode() + b"\0")
+    h.update((_file_sha256(Path(parsed.source.split(":", 1)[1])) or "").encode())
+    shas: dict[str, str | None] = {}
+    for img in parsed.images:
+        sha = None
+        if isinstance(img.file_name, str) and img.file_name:
+            p = (root / img.file_name).resolve()
+            sha = _file_sha256(p) if p.is_relative_to(root) else None
+        shas[img.image_id] = sha
+        h.update(f"{img.image_id}\0{img.file_name}\0{sha}\0".encode())
+    version = h.hexdigest()[:16]
+    vocab = Vocabulary.build(
+        (lab, r.is_stuff) for img in parsed.images for r in img.regions
+        if (lab := _label_or_none(r.label)) is not None
+    )
+    plan = Plan(name=name, version=version, lake=lake, source=parsed.source, images_root=root, config=config,
+                published=dataset_dir(lake, name, version).exists(), vocabulary=vocab,
+                counts_in=parsed.counts_in, parse_rejects=parsed.rejects)
+    ids = vocab.ids
+    for k, start in enumerate(range(0, len(parsed.images), config.shard_size)):
+        chunk = parsed.images[start : start + config.shard_size]
+        plan.jobs.append(ShardJob(k, chunk, {i.image_id: shas[i.image_id] for i in chunk}, ids, root,
+                                  plan.staging, parsed.source, config))
+    return plan
+
+
+def _split(image_id: str) -> str:
+    # Stable 95/5 split on the id alone, so an image keeps its split across dataset versions.
+    return "val" if int(hashlib.sha1(image_id.encode()).hexdigest()[:8], 16) % 100 < 5 else "train"
+
+
+def process_image(img: SourceImage, job: ShardJob, images: list, layers: list, rejects: list, stats: Counter) -> None:
+    cfg, src = job.config, job.source
+
+    def rej(kind, key, r: Reject, record, stage="validate"):
+        rejects.append(reject(src, kind, key, r.reason, r.detail, record, image_id=img.image_id, stage=stage))
+        stats[f"{kind}_rejected"] += 1
+
+    try:
+        path = resolve_image(job.images_root, img.file_name)
+        w, h = check_image(path, img.width, img.height, cfg.max_image_pixels)
+    except Reject as r:
+        rej("image", img.image_id, r, img.raw if not isinstance(img.raw, dict) else
+            {k: v for k, v in img.raw.items() if k not in ("layers",)})
+        for reg in img.regions:
+            rej("region", reg.key, Reject("image_rejected", f"its image was rejected: {r.reason}"), reg.raw)
+        return
+    ok: list[tuple] = []  # (region, label, amodal, visible|None)
+    for reg in img.regions:
+        try:
+            if reg.defect:
+                raise Reject(*reg.defect)
+            label = normalise_label(reg.label)
+            if reg.rank is not None and not (isinstance(reg.rank, int) and not isinstance(reg.rank, bool)
+                                             and reg.rank >= 1):
+                raise Reject("invalid_order", f"order must be a positive integer, got {reg.rank!r}")
+            amodal = to_rle(reg.segmentation, h, w)
+            try:
+                visible = None if reg.visible is None else to_rle(reg.visible, h, w)
+            except Reject as r:
+                raise Reject(r.reason, f"visible mask: {r.detail}") from None
+            ok.append((reg, label, amodal, visible))
+        except Reject as r:
+            rej("region", reg.key, r, reg.raw)
+    if ok:
+        amodal_areas = masks.area([o[2] for o in ok])
+        vis = [o[3] for o in ok if o[3] is not None]
+        vis_areas = iter(masks.area(vis)) if vis else iter(())
+        inside = iter(masks.area([masks.merge([o[2], o[3]], intersect=True) for o in ok if o[3] is not None])) \
+            if vis else iter(())
+        kept = []
+        for o, a in zip(ok, amodal_areas, strict=True):
+            va = next(vis_areas) if o[3] is not None else a
+            vin = next(inside) if o[3] is not None else a
+            if a < cfg.min_area:
+                rej("region", o[0].key, Reject("empty_mask", f"mask has {a} pixels"), o[0].raw)
+            elif va - vin > max(cfg.min_evidence_pixels, 0.01 * va):
+                rej("region", o[0].key, Reject("visible_outside_amodal",
+                                               f"{va - vin} visible pixels lie outside the amodal mask"), o[0].raw)
+            else:
+                kept.append((*o, int(a), int(va)))
+        ok = kept
+    if not ok:
+        rej("image", img.image_id, Reject("no_valid_layers", "no region survived validation"),
+            {"image_id": img.image_id, "file_name": img.file_name})
+        return
+    amodal = [o[2] for o in ok]
+    visible = [o[3] if o[3] is not None else o[2] for o in ok]
+    order = order_layers(amodal, visible, [o[0].is_stuff for o in ok], [o[4] for o in ok],
+                         [o[0].rank for o in ok], _remap_pairs(img, ok), img.order_kind, cfg.min_evidence_pixels)
+    boxes = masks.bbox(amodal)
+    for layer, i in enumerate(order.back_to_front):
+        reg, label, a_rle, v_rle, area, varea = ok[i]
+        layers.append({
+            "image_id": img.image_id, "layer": layer, "region_id": reg.key, "label": label,
+            "label_raw": reg.label, "label_id": job.label_ids[label], "is_stuff": reg.is_stuff, "height": h,
+            "width": w, "rle": a_rle["counts"], "bbox": [float(v) for v in boxes[i]], "area": area,
+            "visible_rle": v_rle["counts"] if v_rle is not None else None, "visible_area": varea,
+            "occlusion_rate": float(1.0 - varea / area), "order_source": order.provenance[i],
+        })
+        stats[f"label:{label}"] += 1
+    provs = set(order.provenance)
+    images.append({
+        "image_id": img.image_id, "file_name": img.file_name, "uri": str(path), "width": w, "height": h,
+        "sha256": job.sha256.get(img.image_id), "source": src, "split": _split(img.image_id),
+        "n_layers": len(ok), "n_rejected_regions": len(img.regions) - len(ok),
+        "order_source": provs.pop() if len(provs) == 1 else "mixed", "order_pairs": order.pairs,
+        "cycles_broken": order.cycles_broken,
+        "source_caption": img.caption if isinstance(img.caption, str) else None,
+    })
+    stats["image_accepted"] += 1
+    stats["region_accepted"] += len(ok)
+    stats["cycles_broken"] += order.cycles_broken
+
+
+def _remap_pairs(img: SourceImage, ok: list[tuple]) -> list[tuple[int, int, str]]:
+    """Source pairs index the source's region list; re-index them onto the regions that survived."""
+    pos = {id(o[0]): k for k, o in enumerate(ok)}
+    idx = {i: pos[id(r)] for i, r in enumerate(img.regions) if id(r) in pos}
+    return [(idx[f], idx[b], kind) for f, b, kind in img.pairs if f in idx and b in idx]
+
+
+def process_shard(job: ShardJob) -> dict:
+    """Validate and order one shard; write its parts and then its `_done` marker. Returns its counts."""
+    t0 = time.perf_counter()
+    images: list[dict] = []
+    layers: list[dict] = []
+    rejects: list[dict] = []
+    stats: Counter = Counter()
+    for img in job.images:
+        process_image(img, job, images, layers, rejects, stats)
+    part = f"part-{job.index:05d}.parquet"
+    write_parquet_atomic(rows_to_table(images, IMAGES), job.staging / "images" / part)
+    write_parquet_atomic(rows_to_table(layers, LAYERS), job.staging / "layers" / part)
+    write_parquet_atomic(rows_to_table(rejects, REJECTS), job.staging / "rejects" / part)
+    stats["seconds"] = round(time.perf_counter() - t0, 3)
+    write_json_atomic(dict(stats), job.staging / "_done" / f"{job.index:05d}.json")
+    return dict(stats)
+
+
+def publish(plan: Plan) -> dict:
+    """Write parse rejects, vocabulary and manifest, check the accounting, then rename into place."""
+    final = dataset_dir(plan.lake, plan.name, plan.version)
+    if final.exists():
+        return json.loads((final / "_manifest.json").read_text())
+    stats: Counter = Counter()
+    for f in sorted((plan.staging / "_done").glob("*.json")):
+        stats.update(json.loads(f.read_text()))
+    missing = [j.index for j in plan.pending()]
+    if missing:
+        raise RuntimeError(f"cannot publish {plan.version}: shards {missing} are not done")
+    write_parquet_atomic(rows_to_table(plan.parse_rejects, REJECTS), plan.staging / "rejects" / "part-parse.parquet")
+    parse_rej = Counter(r["record_kind"] for r in plan.parse_rejects)
+    counts = {}
+    for kind, n_in in sorted(plan.counts_in.items()):
+        rejected = parse_rej[kind] + stats[f"{kind}_rejected"]
+        accepted = stats[f"{kind}_accepted"] if kind in ("image", "region") else n_in - parse_rej[kind]
+        counts[kind] = {"in": n_in, "accepted": accepted, "rejected": rejected}
+        if n_in != accepted + rejected:  # a bug, never a data problem: refuse to publish a leaky version
+            raise RuntimeError(f"accounting broken for {kind}: in={n_in} accepted={accepted} rejected={rejected}")
+    vocab = plan.vocabulary
+    colours = vocab.colours
+    rows = [{"label_id": i + 1, "label": lab, "is_stuff": vocab.stuff[i], "r": int(colours[i + 1][0]),
+             "g": int(colours[i + 1][1]), "b": int(colours[i + 1][2]), "instances": int(stats[f"label:{lab}"])}
+            for i, lab in enumerate(vocab.labels)]
+    write_parquet_atomic(rows_to_table(rows, VOCABULARY), plan.staging / "vocabulary" / "part-00000.parquet")
+    manifest = {
+        "name": plan.name, "version": plan.version, "source": plan.source, "images_root": str(plan.images_root),
+        "config": {k: getattr(plan.config, k) for k in plan.config.__slots__}, "code_version": DATA_CODE_VERSION,
+        "counts": counts, "cycles_broken": stats["cycles_broken"], "shards": len(plan.jobs),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_json_atomic(manifest, plan.staging / "_manifest.json")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    plan.staging.rename(final)  # the publish: one rename, so the version appears whole or not at all
+    shutil.rmtree(final / "_done", ignore_errors=True)
+    return manifest
+
+
+def rebuild(source_spec: str, images_dir: str | Path, name: str, lake: Path,
+            config: RebuildConfig = RebuildConfig()) -> dict:
+    """The whole rebuild in-process (no Prefect): what the flow does, minus retries and parallelism."""
+    plan = plan_rebuild(source_spec, images_dir, name, lake, config)
+    if not plan.published:
+        for job in plan.pending():
+            process_shard(job)
+    return publish(plan)

@@ -1,0 +1,141 @@
+"""Turn one source image and its regions into masks, or into reject reasons. One rule set for every format.
+
+Every check here raises `Reject(reason, detail)` with a stable reason code (listed in datasets/README.md);
+the caller turns it into a reject row and moves on, so one bad record never stops a batch.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from smartmask import masks
+from smartmask.masks import MaskError
+
+# Polygons may touch the far edge (x == W) and anti-aliased tools overshoot by a fraction of a pixel;
+# anything beyond this many pixels outside the image is an annotation error, not rounding.
+_BOUNDS_TOL = 1.0
+_WS = re.compile(r"\s+")
+
+
+class Reject(MaskError):
+    """A record that cannot be accepted; `reason` is the reject code."""
+
+
+def normalise_label(raw: Any) -> str:
+    """COCOA names carry trailing spaces and mixed case ('phone ', 'Dougnut'): fold those, keep spelling."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raise Reject("empty_label", "label is empty")
+    if not isinstance(raw, str):
+        raise Reject("invalid_label", f"label must be a string, got {type(raw).__name__}")
+    return _WS.sub(" ", raw.strip().lower())
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _polygons(seg: list, h: int, w: int) -> dict:
+    polys = [seg] if seg and _is_num(seg[0]) else seg
+    if not polys:
+        raise Reject("polygon_degenerate", "no polygon")
+    for p in polys:
+        if not isinstance(p, list) or not all(_is_num(v) for v in p):
+            raise Reject("malformed_segmentation", "polygon must be a list of numbers")
+        if not all(math.isfinite(v) for v in p):
+            raise Reject("non_finite_coordinates", "polygon has NaN or infinite coordinates")
+        if len(p) < 6 or len(p) % 2:
+            raise Reject("polygon_degenerate", f"polygon needs >= 3 (x, y) points, got {len(p)} numbers")
+        xy = np.asarray(p, dtype=np.float64).reshape(-1, 2)
+        if (xy.min(0) < -_BOUNDS_TOL).any() or xy[:, 0].max() > w + _BOUNDS_TOL or xy[:, 1].max() > h + _BOUNDS_TOL:
+            raise Reject("polygon_out_of_bounds", f"polygon reaches outside the {w}x{h} image")
+        x, y = xy[:, 0], xy[:, 1]
+        if abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))) < 1e-6:
+            raise Reject("polygon_degenerate", "polygon has zero area")
+    return masks.from_polygons(polys, h, w)
+
+
+def _compressed_runs(counts: str) -> np.ndarray:
+    """Decode COCO's compressed counts (LEB128-like, 5 bits a char, runs delta-coded two back) with numpy."""
+    c = np.frombuffer(counts.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
+    if c.size == 0 or c.min() < 0 or c.max() > 63 or c[-1] & 0x20:
+        raise Reject("rle_invalid", "compressed counts contain invalid characters or a truncated run")
+    last = (c & 0x20) == 0
+    group = np.concatenate([[0], np.cumsum(last)[:-1]])
+    starts = np.flatnonzero(np.concatenate([[True], last[:-1]]))
+    k = np.arange(c.size) - starts[group]
+    vals = np.add.reduceat((c & 0x1F) << (5 * k), starts)
+    ends = np.flatnonzero(last)
+    neg = (c[ends] & 0x10) != 0
+    vals[neg] -= np.int64(1) << (5 * (k[ends][neg] + 1))
+    # Run i > 2 is stored as a delta to run i - 2: two interleaved prefix sums, from runs 1 and 2.
+    out = vals.copy()
+    if vals.size > 3:
+        out[1::2] = np.cumsum(vals[1::2])
+    if vals.size > 4:
+        out[2::2] = np.cumsum(vals[2::2])
+    return out
+
+
+def _rle(seg: dict, h: int, w: int) -> dict:
+    size, counts = seg.get("size"), seg.get("counts")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+        raise Reject("malformed_segmentation", "RLE needs 'size': [height, width]")
+    if size != [h, w]:
+        raise Reject("rle_size_mismatch", f"RLE size {size} differs from image size [{h}, {w}]")
+    if isinstance(counts, list):
+        if not all(isinstance(v, int) and v >= 0 for v in counts) or sum(counts) != h * w:
+            raise Reject("rle_invalid", f"uncompressed runs must be non-negative and sum to {h * w}")
+        return masks.from_uncompressed(counts, h, w)
+    if not isinstance(counts, str):
+        raise Reject("malformed_segmentation", "RLE 'counts' must be a string or a list of runs")
+    runs = _compressed_runs(counts)
+    if (runs < 0).any() or int(runs.sum()) != h * w:
+        raise Reject("rle_invalid", f"compressed runs must be non-negative and sum to {h * w}")
+    return {"size": [h, w], "counts": counts}
+
+
+def to_rle(seg: Any, h: int, w: int) -> dict:
+    """Polygon(s), compressed RLE or uncompressed RLE → compressed RLE, validated against (h, w)."""
+    if seg is None:
+        raise Reject("missing_segmentation", "no segmentation")
+    if isinstance(seg, list):
+        return _polygons(seg, h, w)
+    if isinstance(seg, dict):
+        return _rle(seg, h, w)
+    raise Reject("malformed_segmentation", f"segmentation must be polygons or RLE, got {type(seg).__name__}")
+
+
+def resolve_image(images_root: Path, file_name: Any) -> Path:
+    """Confine an annotation's file name to the images root (no absolute paths, no `..` escapes)."""
+    if not isinstance(file_name, str) or not file_name.strip():
+        raise Reject("missing_file_name", "image record has no file_name")
+    p = (images_root / file_name).resolve()
+    if not p.is_relative_to(images_root):
+        raise Reject("path_outside_root", f"{file_name!r} resolves outside the images directory")
+    return p
+
+
+def check_image(path: Path, width: Any, height: Any, max_pixels: int) -> tuple[int, int]:
+    """Open the header and verify the container (PNG CRCs, truncation) without decoding every pixel."""
+    if not path.is_file():
+        raise Reject("image_missing", f"{path.name} not found")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise Reject("image_too_large", f"{w}x{h} exceeds the {max_pixels}-pixel decompression guard")
+            im.verify()
+    except Reject:
+        raise
+    except Exception as e:  # PIL raises many types for corrupt files; all mean "unreadable"
+        raise Reject("image_unreadable", f"{e.__class__.__name__}: {e}"[:300]) from None
+    for name, given, actual in (("width", width, w), ("height", height, h)):
+        if given is not None and given != actual:
+            raise Reject("image_size_mismatch", f"annotation {name} {given!r} but the file is {w}x{h}")
+    return w, h
