@@ -1,0 +1,43 @@
+"""Offline settings before anything imports Prefect/Ray/HF, and small builders shared by the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="smartmask-prefect-"))
+os.environ.pop("SMARTMASK_LAKE", None)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_images(root: Path, names: list[str], w: int = 64, h: int = 48) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for k, n in enumerate(names):
+        Image.fromarray(np.full((h, w, 3), 20 + 7 * k, np.uint8)).save(root / n)
+
+
+def rect(x0: float, y0: float, x1: float, y1: float) -> list[float]:
+    return [x0, y0, x1, y0, x1, y1, x0, y1]
+
+
+def write_json(path: Path, doc) -> Path:
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
