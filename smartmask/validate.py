@@ -45,17 +45,21 @@ def _polygons(seg: list, h: int, w: int) -> dict:
     if not polys:
         raise Reject("polygon_degenerate", "no polygon")
     for p in polys:
-        if not isinstance(p, list) or not all(_is_num(v) for v in p):
+        try:
+            xy = np.asarray(p, dtype=np.float64) if isinstance(p, list) else None
+        except (TypeError, ValueError):
+            xy = None
+        if xy is None or xy.ndim != 1 or any(isinstance(v, (str, bool)) for v in p[:1]):
             raise Reject("malformed_segmentation", "polygon must be a list of numbers")
-        if not all(math.isfinite(v) for v in p):
+        if not np.isfinite(xy).all():
             raise Reject("non_finite_coordinates", "polygon has NaN or infinite coordinates")
-        if len(p) < 6 or len(p) % 2:
-            raise Reject("polygon_degenerate", f"polygon needs >= 3 (x, y) points, got {len(p)} numbers")
-        xy = np.asarray(p, dtype=np.float64).reshape(-1, 2)
+        if xy.size < 6 or xy.size % 2:
+            raise Reject("polygon_degenerate", f"polygon needs >= 3 (x, y) points, got {xy.size} numbers")
+        xy = xy.reshape(-1, 2)
         if (xy.min(0) < -_BOUNDS_TOL).any() or xy[:, 0].max() > w + _BOUNDS_TOL or xy[:, 1].max() > h + _BOUNDS_TOL:
             raise Reject("polygon_out_of_bounds", f"polygon reaches outside the {w}x{h} image")
         x, y = xy[:, 0], xy[:, 1]
-        if abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))) < 1e-6:
+        if abs(float(x[:-1] @ y[1:] - y[:-1] @ x[1:] + x[-1] * y[0] - y[-1] * x[0])) < 1e-6:
             raise Reject("polygon_degenerate", "polygon has zero area")
     return masks.from_polygons(polys, h, w)
 
