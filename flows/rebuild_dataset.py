@@ -6,8 +6,6 @@ Shards run in a process pool (the work is CPU-bound pycocotools/numpy; threads w
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 from prefect.task_runners import ProcessPoolTaskRunner
 

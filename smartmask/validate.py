@@ -6,7 +6,6 @@ the caller turns it into a reject row and moves on, so one bad record never stop
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
