@@ -1,36 +1,32 @@
 """Flow `rebuild_dataset`: ingest → validate → order → publish, one Prefect task per shard.
 
-Shards run in a process pool (the work is CPU-bound pycocotools/numpy; threads would share one core).
+Shard tasks run concurrently on threads and hand their CPU work to a process pool (`tasks.rebuild.shard_processes`).
 `python -m flows.rebuild_dataset --source cocoa:FILE --images DIR --name NAME [--lake DIR]`.
 """
 
 from __future__ import annotations
 
 from prefect import flow
-from prefect.task_runners import ProcessPoolTaskRunner
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from smartmask.config import RebuildConfig
 from smartmask.lake.layout import lake_root
-from tasks.rebuild import plan_task, publish_task, shard_task
+from tasks.rebuild import plan_task, publish_task, shard_processes, shard_task
 
 
-@flow(name="rebuild_dataset", log_prints=True)
+@flow(name="rebuild_dataset", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=16))
 def rebuild_dataset(source: str, images: str, name: str, lake: str | None = None,
                     config: RebuildConfig | None = None) -> dict:
     config = config or RebuildConfig()
     plan = plan_task(source, images, name, lake_root(lake), config)  # called inline: the plan stays in-process
-    if plan.published:
-        return publish_task(plan)
-    pending = plan.pending()
-    if config.workers > 1 and len(pending) > 1:
-        with ProcessPoolTaskRunner(max_workers=min(config.workers, len(pending))) as runner:
-            futures = [runner.submit(shard_task, {"job": job}) for job in pending]
-            for f in futures:
-                f.result()
-    else:
-        for job in pending:
-            shard_task(job)
-    return publish_task(plan)
+    if not plan.published:
+        pending = plan.pending()
+        with shard_processes(min(config.workers, len(pending))):
+            # quote(): Prefect would otherwise walk every record of a job looking for upstream futures (seconds).
+            for future in [shard_task.submit(quote(job)) for job in pending]:
+                future.result()  # raises if a shard failed after its retries: nothing is published
+    return publish_task(quote(plan))
 
 
 if __name__ == "__main__":
@@ -42,5 +38,4 @@ if __name__ == "__main__":
     ap.add_argument("--name", required=True)
     ap.add_argument("--lake")
     a = ap.parse_args()
-    m = rebuild_dataset(a.source, a.images, a.name, a.lake)
-    print(m["version"])
+    print(rebuild_dataset(a.source, a.images, a.name, a.lake)["version"])
