@@ -87,7 +87,7 @@ def plan_rebuild(source_spec: str, images_dir: str | Path, name: str, lake: Path
     h = hashlib.sha256()
     for part in (DATA_CODE_VERSION, config.content_hash(), parsed.source, str(root)):
         h.update(part.encode() + b"\0")
-    h.update((_file_sha256(Path(parsed.source.split(":", 1)[1])) or "").encode())
+    h.update(parsed.sha256.encode())  # hashed while parsing: the annotation file is read once
     shas: dict[str, str | None] = {}
     for img in parsed.images:
         sha = None
