@@ -100,8 +100,9 @@ def demo(lake: LakeOpt = None,
     _offline_defaults()
     from flows.demo import demo as demo_flow
 
-    version = demo_flow(lake=lake, scenes=scenes, seed=seed)
-    typer.echo(version)
+    out = demo_flow(lake=lake, scenes=scenes, seed=seed)
+    typer.echo(out["report"])
+    typer.echo(out["dataset_version"])
 
 
 def main() -> None:  # pragma: no cover - console entry point

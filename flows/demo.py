@@ -36,18 +36,22 @@ SUMMARY = [
 ]
 
 
-@flow(name="demo", log_prints=True)
-def demo(lake: str | None = None, scenes: int = 200, seed: int = 0) -> str:
+@flow(name="demo")
+def demo(lake: str | None = None, scenes: int = 200, seed: int = 0) -> dict:
+    """Returns {"dataset_version", "report"}; the CLI prints the report, then the version as its last line."""
     root = lake_root(lake)
     raw = root / "raw" / f"synth-seed{seed}-n{scenes}"
     ann = synth_task(raw, scenes, seed)
     manifest = rebuild_dataset(f"cocoa:{ann}", str(raw / "images"), "synth", str(root))
     version = manifest["version"]
-    print(f"dataset synth@{version}")
+    c = manifest["counts"]
+    report = [f"dataset synth@{version}: " + ", ".join(f"{k} {v['accepted']}/{v['in']} accepted" for k, v in c.items())]
     for title, sql in SUMMARY:
-        print(f"-- {title}\n{format_table(run_query(root, sql, [version]), max_rows=30)}")
-    return version
+        report.append(f"-- {title}\n{format_table(run_query(root, sql, [version]), max_rows=30)}")
+    return {"dataset_version": version, "report": "\n".join(report)}
 
 
 if __name__ == "__main__":
-    print(demo())
+    out = demo()
+    print(out["report"])
+    print(out["dataset_version"])

@@ -88,6 +88,10 @@ def test_sigkill_midway_then_rerun_gives_identical_result(world, tmp_path):
     reran = [ln for ln in err.splitlines() if "Task run 'shard-" in ln and "Finished in state Completed" in ln]
     assert len(reran) == 24 - finished, err[-3000:]
 
+    before = _snapshot(lake)  # the same rebuild through the CLI again: same version, nothing rewritten
+    out, err = _cli_rebuild(world, lake).communicate(timeout=180)
+    assert out.strip().splitlines()[-1] == version and _snapshot(lake) == before
+
     ref = tmp_path / "reference"
     out, _ = _cli_rebuild(world, ref).communicate(timeout=180)
     assert out.strip().splitlines()[-1] == version
