@@ -262,6 +262,13 @@ def publish(plan: Plan) -> dict:
     final.parent.mkdir(parents=True, exist_ok=True)
     plan.staging.rename(final)  # the publish: one rename, so the version appears whole or not at all
     shutil.rmtree(final / "_done", ignore_errors=True)
+    for parent in plan.staging.parents:  # drop now-empty staging folders, up to <lake>/_staging itself
+        if parent == plan.lake or not parent.is_relative_to(plan.lake / "_staging"):
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break  # not empty: another version is staging there
     return manifest
 
 
