@@ -51,7 +51,7 @@ def rebuild(source: Annotated[str, typer.Option("--source", help="cocoa:FILE | k
             images: Annotated[Path, typer.Option("--images", help="Directory the file names are relative to")],
             name: Annotated[str, typer.Option("--name", help="Dataset name")],
             lake: LakeOpt = None,
-            workers: Annotated[int, typer.Option("--workers", min=1)] = 2,
+            workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes")] = max(1, os.cpu_count() or 1),
             shard_size: Annotated[int, typer.Option("--shard-size", min=1)] = 500) -> None:
     """Ingest → validate → order → publish a dataset version (Prefect flow `rebuild_dataset`)."""
     _offline_defaults()
