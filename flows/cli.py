@@ -52,7 +52,12 @@ def rebuild(source: Annotated[str, typer.Option("--source", help="cocoa:FILE | k
             name: Annotated[str, typer.Option("--name", help="Dataset name")],
             lake: LakeOpt = None,
             workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes")] = max(1, os.cpu_count() or 1),
-            shard_size: Annotated[int, typer.Option("--shard-size", min=1)] = 500) -> None:
+            shard_size: Annotated[int, typer.Option("--shard-size", min=1)] = 500,
+            captioner: Annotated[str, typer.Option(
+                "--captioner", help="template | instructblip:DIR_OR_HUB_ID")] = "template",
+            caption_prompt: Annotated[str | None, typer.Option("--caption-prompt")] = None,
+            caption_batch_size: Annotated[int, typer.Option("--caption-batch-size", min=1)] = 32,
+            caption_actors: Annotated[int, typer.Option("--caption-actors", min=1)] = 1) -> None:
     """Ingest → validate → order → publish a dataset version (Prefect flow `rebuild_dataset`)."""
     _offline_defaults()
     from smartmask.config import RebuildConfig
@@ -70,7 +75,11 @@ def rebuild(source: Annotated[str, typer.Option("--source", help="cocoa:FILE | k
         raise _bad_input(str(e)) from None
     from flows.rebuild_dataset import rebuild_dataset
 
-    cfg = RebuildConfig(workers=workers, shard_size=shard_size)
+    if captioner != "template" and not captioner.startswith("instructblip:"):
+        raise _bad_input(f"captioner must be 'template' or 'instructblip:DIR_OR_HUB_ID', got {captioner!r}")
+    cfg = RebuildConfig(workers=workers, shard_size=shard_size, captioner=captioner,
+                        caption_batch_size=caption_batch_size, caption_actors=caption_actors,
+                        **({"caption_prompt": caption_prompt} if caption_prompt else {}))
     m = rebuild_dataset(source, str(images), name, lake, cfg)
     c = m["counts"]
     typer.echo(" ".join(f"{k}: {v['accepted']}/{v['in']} accepted" for k, v in c.items()))

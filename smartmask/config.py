@@ -40,14 +40,22 @@ class RebuildConfig:
     min_evidence_pixels: int = 4
     max_image_pixels: int = 100_000_000
     workers: int = 2
+    # "template" (offline: labels + spatial relations) or "instructblip:<local dir or hub id>".
+    captioner: str = "template"
+    caption_prompt: str = "Describe this scene in one detailed sentence."
+    caption_batch_size: int = 32
+    caption_actors: int = 1  # Ray Data actors for a model captioner (one GPU each when GPUs exist)
 
     @classmethod
     def tiny(cls) -> RebuildConfig:
-        return cls(shard_size=4, workers=1)
+        return cls(shard_size=4, workers=1, caption_batch_size=4)
 
     def content_hash(self) -> str:
-        """Hash of what changes the output (workers/shard size only change how the work is split)."""
+        """Hash of what changes the output; how the work is split (workers, shards, batches) does not.
+
+        The captioner enters as given here; the rebuild adds the resolved captioner id (model revision) itself.
+        """
         d = dataclasses.asdict(self)
-        d.pop("workers")
-        d.pop("shard_size")
+        for k in ("workers", "shard_size", "caption_batch_size", "caption_actors"):
+            d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
