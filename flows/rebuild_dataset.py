@@ -1,6 +1,8 @@
-"""Flow `rebuild_dataset`: ingest → validate → order → publish, one Prefect task per shard.
+"""Flow `rebuild_dataset`: ingest → validate → order → caption → publish, one Prefect task per shard.
 
 Shard tasks run concurrently on threads and hand their CPU work to a process pool (`tasks.rebuild.shard_processes`).
+Captioning is one task; with a model captioner it fans out over Ray Data, and Ray is started here for it
+(`ray_address` joins an existing cluster).
 `python -m flows.rebuild_dataset --source cocoa:FILE --images DIR --name NAME [--lake DIR]`.
 """
 
@@ -12,12 +14,13 @@ from prefect.utilities.annotations import quote
 
 from smartmask.config import RebuildConfig
 from smartmask.lake.layout import lake_root
+from tasks.captions import caption_task
 from tasks.rebuild import plan_task, publish_task, shard_processes, shard_task
 
 
 @flow(name="rebuild_dataset", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=16))
 def rebuild_dataset(source: str, images: str, name: str, lake: str | None = None,
-                    config: RebuildConfig | None = None) -> dict:
+                    config: RebuildConfig | None = None, ray_address: str | None = None) -> dict:
     config = config or RebuildConfig()
     plan = plan_task(source, images, name, lake_root(lake), config)  # called inline: the plan stays in-process
     if not plan.published:
@@ -26,6 +29,13 @@ def rebuild_dataset(source: str, images: str, name: str, lake: str | None = None
             # quote(): Prefect would otherwise walk every record of a job looking for upstream futures (seconds).
             for future in [shard_task.submit(quote(job)) for job in pending]:
                 future.result()  # raises if a shard failed after its retries: nothing is published
+        if config.captioner == "template":
+            caption_task(quote(plan))
+        else:
+            from flows.ray_runtime import ray_session
+
+            with ray_session(address=ray_address):
+                caption_task(quote(plan))
     return publish_task(quote(plan))
 
 

@@ -58,4 +58,6 @@ class RebuildConfig:
         d = dataclasses.asdict(self)
         for k in ("workers", "shard_size", "caption_batch_size", "caption_actors"):
             d.pop(k)
+        if self.captioner == "template":
+            d.pop("caption_prompt")  # the template takes no prompt
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -17,8 +17,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from smartmask import DATA_CODE_VERSION, masks
+from smartmask.captioning import captioner_id
 from smartmask.config import RebuildConfig
+from smartmask.lake.cards import write_card
 from smartmask.lake.io import rows_to_table, write_json_atomic, write_parquet_atomic
 from smartmask.lake.layout import IMAGES, LAYERS, REJECTS, VOCABULARY, dataset_dir, staging_dir
 from smartmask.ordering import order_layers
@@ -26,6 +32,8 @@ from smartmask.sources import SourceImage, load_source
 from smartmask.sources.base import reject
 from smartmask.validate import Reject, check_image, normalise_label, resolve_image, to_rle
 from smartmask.vocab import Vocabulary
+
+CAPTION_FAILURES = "_caption_failures.json"  # in staging: images the caption stage could not caption
 
 
 @dataclass(slots=True)
@@ -54,6 +62,7 @@ class Plan:
     vocabulary: Vocabulary
     counts_in: dict[str, int]
     parse_rejects: list[dict]
+    captioner_id: str
     jobs: list[ShardJob] = field(default_factory=list)
 
     @property
@@ -84,8 +93,9 @@ def plan_rebuild(source_spec: str, images_dir: str | Path, name: str, lake: Path
     """Parse the source, hash every input, and decide the version id. Raises SourceError on unusable input."""
     parsed = load_source(source_spec)
     root = Path(images_dir).expanduser().resolve()
+    cap_id = captioner_id(config.captioner)  # resolves a model's revision: new weights → new dataset version
     h = hashlib.sha256()
-    for part in (DATA_CODE_VERSION, config.content_hash(), parsed.source, str(root)):
+    for part in (DATA_CODE_VERSION, config.content_hash(), cap_id, parsed.source, str(root)):
         h.update(part.encode() + b"\0")
     h.update(parsed.sha256.encode())  # hashed while parsing: the annotation file is read once
     shas: dict[str, str | None] = {}
@@ -103,7 +113,7 @@ def plan_rebuild(source_spec: str, images_dir: str | Path, name: str, lake: Path
     )
     plan = Plan(name=name, version=version, lake=lake, source=parsed.source, images_root=root, config=config,
                 published=dataset_dir(lake, name, version).exists(), vocabulary=vocab,
-                counts_in=parsed.counts_in, parse_rejects=parsed.rejects)
+                counts_in=parsed.counts_in, parse_rejects=parsed.rejects, captioner_id=cap_id)
     ids = vocab.ids
     for k, start in enumerate(range(0, len(parsed.images), config.shard_size)):
         chunk = parsed.images[start : start + config.shard_size]
@@ -226,8 +236,37 @@ def process_shard(job: ShardJob) -> dict:
     return dict(stats)
 
 
+def _drop_caption_failures(plan: Plan, stats: Counter) -> list[dict]:
+    """Images the caption stage failed on leave images/layers and become rejects (with their regions)."""
+    path = plan.staging / CAPTION_FAILURES
+    failures = json.loads(path.read_text()) if path.exists() else []
+    if not failures:
+        return []
+    failed = [f["image_id"] for f in failures]
+    for table in ("images", "layers"):
+        for part in sorted((plan.staging / table).glob("part-*.parquet")):
+            t = pq.read_table(part)
+            keep = pc.invert(pc.is_in(t.column("image_id"), value_set=pa.array(failed, pa.string())))
+            if not pc.all(keep).as_py():  # idempotent: a rerun after a kill finds nothing left to drop
+                write_parquet_atomic(t.filter(keep), part)
+    rejects = []
+    for f in failures:
+        rejects.append(reject(plan.source, "image", f["image_id"], f["reason"], f["detail"], None,
+                              image_id=f["image_id"], stage="caption"))
+        for k in range(f["n_layers"]):
+            rejects.append(reject(plan.source, "region", f"{f['image_id']}#layer{k}", "image_rejected",
+                                  f"its image was rejected: {f['reason']}", None, image_id=f["image_id"],
+                                  stage="caption"))
+    stats["image_accepted"] -= len(failed)
+    stats["image_rejected"] += len(failed)
+    stats["region_accepted"] -= sum(f["n_layers"] for f in failures)
+    stats["region_rejected"] += sum(f["n_layers"] for f in failures)
+    write_parquet_atomic(rows_to_table(rejects, REJECTS), plan.staging / "rejects" / "part-caption.parquet")
+    return failures
+
+
 def publish(plan: Plan) -> dict:
-    """Write parse rejects, vocabulary and manifest, check the accounting, then rename into place."""
+    """Drop caption failures, write parse rejects, vocabulary, card and manifest, check the accounting, rename."""
     final = dataset_dir(plan.lake, plan.name, plan.version)
     if final.exists():
         return json.loads((final / "_manifest.json").read_text())
@@ -237,6 +276,10 @@ def publish(plan: Plan) -> dict:
     missing = [j.index for j in plan.pending()]
     if missing:
         raise RuntimeError(f"cannot publish {plan.version}: shards {missing} are not done")
+    captions_done = plan.staging / "_captions_done.json"
+    if not captions_done.exists():
+        raise RuntimeError(f"cannot publish {plan.version}: the caption stage has not finished")
+    _drop_caption_failures(plan, stats)
     write_parquet_atomic(rows_to_table(plan.parse_rejects, REJECTS), plan.staging / "rejects" / "part-parse.parquet")
     parse_rej = Counter(r["record_kind"] for r in plan.parse_rejects)
     counts = {}
@@ -246,22 +289,28 @@ def publish(plan: Plan) -> dict:
         counts[kind] = {"in": n_in, "accepted": accepted, "rejected": rejected}
         if n_in != accepted + rejected:  # a bug, never a data problem: refuse to publish a leaky version
             raise RuntimeError(f"accounting broken for {kind}: in={n_in} accepted={accepted} rejected={rejected}")
+    labels = pq.read_table(plan.staging / "layers", columns=["label"]).column("label").value_counts().to_pylist()
+    instances = {d["values"]: d["counts"] for d in labels}
     vocab = plan.vocabulary
     colours = vocab.colours
     rows = [{"label_id": i + 1, "label": lab, "is_stuff": vocab.stuff[i], "r": int(colours[i + 1][0]),
-             "g": int(colours[i + 1][1]), "b": int(colours[i + 1][2]), "instances": int(stats[f"label:{lab}"])}
+             "g": int(colours[i + 1][1]), "b": int(colours[i + 1][2]), "instances": int(instances.get(lab, 0))}
             for i, lab in enumerate(vocab.labels)]
     write_parquet_atomic(rows_to_table(rows, VOCABULARY), plan.staging / "vocabulary" / "part-00000.parquet")
     manifest = {
         "name": plan.name, "version": plan.version, "source": plan.source, "images_root": str(plan.images_root),
         "config": {k: getattr(plan.config, k) for k in plan.config.__slots__}, "code_version": DATA_CODE_VERSION,
+        "captioner": plan.captioner_id, "captions": json.loads(captions_done.read_text()),
         "counts": counts, "cycles_broken": stats["cycles_broken"], "shards": len(plan.jobs),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    write_card(plan.lake, plan.name, plan.version, plan.staging, manifest)
     write_json_atomic(manifest, plan.staging / "_manifest.json")
     final.parent.mkdir(parents=True, exist_ok=True)
     plan.staging.rename(final)  # the publish: one rename, so the version appears whole or not at all
-    shutil.rmtree(final / "_done", ignore_errors=True)
+    for leftover in ("_done", "_captions_done.json", CAPTION_FAILURES):
+        p = final / leftover
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     for parent in plan.staging.parents:  # drop now-empty staging folders, up to <lake>/_staging itself
         if parent == plan.lake or not parent.is_relative_to(plan.lake / "_staging"):
             break
@@ -279,4 +328,21 @@ def rebuild(source_spec: str, images_dir: str | Path, name: str, lake: Path,
     if not plan.published:
         for job in plan.pending():
             process_shard(job)
+        caption_template(plan)
     return publish(plan)
+
+
+def caption_template(plan: Plan) -> dict:
+    """The template caption stage (the flow runs model captioners under Ray; see tasks/captions.py)."""
+    from smartmask.captioning.stage import template_captions
+
+    done = plan.staging / "_captions_done.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    if plan.config.captioner != "template":
+        raise ValueError("model captioners run under Ray: use the rebuild_dataset flow")
+    table = template_captions(pq.read_table(plan.staging / "layers"), plan.captioner_id)
+    write_parquet_atomic(table, plan.staging / "captions" / "part-00000.parquet")
+    stats = {"images": table.num_rows, "captioned": table.num_rows, "cached": 0, "failed": 0}
+    write_json_atomic(stats, done)
+    return stats

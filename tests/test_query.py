@@ -51,6 +51,10 @@ def _rows(table: str, version: str) -> list[dict]:
         return [{"source": "cocoa", "record_kind": "region", "stage": "validate", "reason": "empty_mask"}]
     if table == "vocabulary":
         return [{"label_id": 1, "label": "dog", "is_stuff": False, "r": 255, "g": 0, "b": 0, "instances": 3}]
+    if table == "captions":
+        return [{"image_id": f"{version}-img0", "captioner": "template@1", "caption": "a dog in front of a tree"}]
+    if table == "stats":
+        return [{"section": "summary", "key": "images", "value": 2.0}]
     raise AssertionError(table)
 
 

@@ -94,9 +94,42 @@ VOCABULARY = pa.schema(
     ]
 )
 
+CAPTIONS = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("captioner", pa.string()),  # template@<v> or instructblip:<model>@<revision>
+        ("prompt", pa.string()),  # the instruction given to a model captioner; null for the template
+        ("caption", pa.string()),
+        ("relations", pa.string()),  # JSON list of [subject layer, relation, object layer]; template only
+    ]
+)
+
+# Dataset-card statistics in long form, so DuckDB can compare versions: section, key → value (and text).
+STATS = pa.schema(
+    [
+        ("section", pa.string()),  # summary | class | layers_per_image | captions | rejects | diff
+        ("key", pa.string()),
+        ("value", pa.float64()),
+        ("text", pa.string()),
+    ]
+)
+
+# The caption cache outlives dataset versions: an unchanged image is never captioned twice by the same
+# captioner and prompt. <lake>/caption_cache/captioner=<key>/part-*.parquet
+CAPTION_CACHE = pa.schema(
+    [
+        ("sha256", pa.string()),
+        ("captioner", pa.string()),
+        ("prompt", pa.string()),
+        ("caption", pa.string()),
+    ]
+)
+
 DATASET_TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,
     "layers": LAYERS,
     "rejects": REJECTS,
     "vocabulary": VOCABULARY,
+    "captions": CAPTIONS,
+    "stats": STATS,
 }
