@@ -39,7 +39,8 @@ def _model_captions(plan: Plan) -> dict:
         ds = ray.data.from_items(todo).map_batches(
             InstructBlipCaptioner, fn_constructor_kwargs={"model": cfg.captioner.split(":", 1)[1],
                                                           "prompt": cfg.caption_prompt},
-            batch_size=cfg.caption_batch_size, concurrency=cfg.caption_actors, num_gpus=gpus)
+            batch_size=cfg.caption_batch_size, compute=ray.data.ActorPoolStrategy(size=cfg.caption_actors),
+            num_gpus=gpus)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             ok = []
             for iid, cap, reason, detail in zip(batch["image_id"], batch["caption"], batch["error_reason"],

@@ -39,8 +39,12 @@ def template_captions(layers: pa.Table, captioner: str) -> pa.Table:
         end = start
         while end < n and ids[end] == ids[start]:
             end += 1
-        rles = [{"size": [int(hh[i]), int(ww[i])], "counts": counts[i]} for i in range(start, end)]
-        text, rels = caption(labels[start:end], stuff[start:end], boxes[start:end], occ[start:end], rles)
+        size = [int(hh[start]), int(ww[start])]
+
+        def rle(k: int, s0: int = start, size: list = size) -> dict:  # built only for the few candidates checked
+            return {"size": size, "counts": counts[s0 + k]}
+
+        text, rels = caption(labels[start:end], stuff[start:end], boxes[start:end], occ[start:end], rle)
         rows.append({"image_id": ids[start], "captioner": captioner, "prompt": None, "caption": text,
                      "relations": json.dumps([[r.subject, r.kind, r.object] for r in rels])})
         start = end

@@ -15,7 +15,7 @@ with a count; stuff classes (mass nouns, no article) close the caption.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,11 +58,16 @@ class Relation:
     object: int  # layer index of B
 
 
+_KINDS = ("on", "in front of", "next to")
+_TOP_K = 16  # candidates kept per image; the caption states at most MAX_RELATIONS of them
+
+
 def relations(labels: Sequence[str], is_stuff: Sequence[bool], bbox_N4: np.ndarray,
               occlusion: Sequence[float]) -> list[Relation]:
     """Candidate relations between things of different classes, strongest first. Layers come back to front."""
     things = [i for i in range(len(labels)) if not is_stuff[i]]
-    if len(things) < 2:
+    n = len(things)
+    if n < 2:
         return []
     b = np.asarray(bbox_N4, dtype=np.float64)[things]
     x0, y0, w, h = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
@@ -72,31 +77,42 @@ def relations(labels: Sequence[str], is_stuff: Sequence[bool], bbox_N4: np.ndarr
     iy = np.clip(np.minimum(y1[:, None], y1[None]) - np.maximum(y0[:, None], y0[None]), 0, None)
     inter = ix * iy
     area = np.maximum(w * h, 1.0)
-    k = np.arange(len(things))
-    lab = np.asarray([labels[i] for i in things], dtype=object)
-    # row a is painted after column b (a is in front), and they are different classes
-    front = (k[:, None] > k[None]) & (lab[:, None] != lab[None])
-    occ = np.asarray([occlusion[i] for i in things])
-    scored: list[tuple[float, Relation]] = []
-    # "on": a's base sits in the top band of b, over it, and a is the smaller one.
+    k = np.arange(n)
+    ids: dict[str, int] = {}
+    code = np.array([ids.setdefault(labels[i], len(ids)) for i in things])
+    differ = code[:, None] != code[None]
+    front = (k[:, None] > k[None]) & differ  # row a is painted after column b: a is in front
+    occ = np.asarray(occlusion, dtype=np.float64)[things]
+    score = np.full((n, n, 3), -np.inf)
+    # "on": a's base sits in the top band of b, over it, and a is the smaller one. Most of a must rise above
+    # b's top edge: a bird flying in front of a cloud overlaps it, a vase on a table stands above the table top.
     on = (front & (y1[:, None] >= y0[None] - 0.05 * h[None]) & (y1[:, None] <= y0[None] + 0.35 * h[None])
+          & (y0[None] - y0[:, None] >= 0.6 * h[:, None])
           & (cx[:, None] > x0[None]) & (cx[:, None] < x1[None]) & (area[:, None] < 0.8 * area[None]))
-    for a, bb in zip(*np.nonzero(on), strict=True):
-        scored.append((3.0 + inter[a, bb] / area[a], Relation(things[a], "on", things[bb])))
-    # "in front of": substantial overlap with the hidden one really hidden.
-    cover = inter / area[None]
+    rows = np.flatnonzero(on.any(1))
+    if rows.size:
+        # Of several surfaces under a's base (a vase over a table that stands before a sofa), the support is
+        # the one whose top edge is closest to that base (ties: the one painted last, nearest in depth).
+        dy = np.where(on[rows], np.abs(y1[rows, None] - y0[None]) / np.maximum(h[None], 1.0), np.inf)
+        best = n - 1 - np.argmin(dy[:, ::-1], axis=1)
+        score[rows, best, 0] = 3.0 + inter[rows, best] / area[rows]
+    # "in front of": boxes overlapping by a good share of the smaller one, and the one behind really hidden.
+    cover = inter / np.minimum(area[:, None], area[None])
     fr = front & ~on & (cover > 0.15) & (occ[None] > 0.02)
-    for a, bb in zip(*np.nonzero(fr), strict=True):
-        scored.append((2.0 + cover[a, bb], Relation(things[a], "in front of", things[bb])))
+    score[..., 1] = np.where(fr, 2.0 + cover, -np.inf)
     # "next to": same ground line, side by side, no overlap, similar size.
     gap = np.maximum(x0[None], x0[:, None]) - np.minimum(x1[None], x1[:, None])
+    wmax = np.maximum(w[:, None], w[None])
     nxt = ((np.abs(y1[:, None] - y1[None]) < 0.1 * np.maximum(h[:, None], h[None])) & (inter == 0)
-           & (gap < 0.5 * np.maximum(w[:, None], w[None])) & (k[:, None] < k[None]) & (lab[:, None] != lab[None])
+           & (gap < 0.5 * wmax) & (k[:, None] < k[None]) & differ
            & (np.minimum(area[:, None], area[None]) > 0.25 * np.maximum(area[:, None], area[None])))
-    for a, bb in zip(*np.nonzero(nxt), strict=True):
-        scored.append((1.0 - gap[a, bb] / max(w[a], w[bb], 1.0), Relation(things[a], "next to", things[bb])))
-    scored.sort(key=lambda t: (-t[0], t[1].subject, t[1].object))
-    return [r for _, r in scored]
+    score[..., 2] = np.where(nxt, 1.0 - gap / np.maximum(wmax, 1.0), -np.inf)
+    flat = score.ravel()
+    idx = np.flatnonzero(flat > -np.inf)
+    if idx.size > _TOP_K:
+        idx = idx[np.argpartition(-flat[idx], _TOP_K)[:_TOP_K]]
+    idx = idx[np.lexsort((idx, -flat[idx]))]  # strongest first; ties by (subject, object, kind)
+    return [Relation(things[i // (3 * n)], _KINDS[i % 3], things[(i // 3) % n]) for i in idx.tolist()]
 
 
 def _overlaps(a: dict, b: dict) -> bool:
@@ -104,11 +120,13 @@ def _overlaps(a: dict, b: dict) -> bool:
 
 
 def caption(labels: Sequence[str], is_stuff: Sequence[bool], bbox_N4: np.ndarray, occlusion: Sequence[float],
-            rles: Sequence[dict] | None = None) -> tuple[str, list[Relation]]:
+            rles: Sequence[dict] | Callable[[int], dict] | None = None) -> tuple[str, list[Relation]]:
     """One image's layers (back to front) → (caption, the relations it states).
 
-    With `rles` (the amodal masks), an "in front of" candidate is kept only if the masks really overlap.
+    With `rles` (the amodal masks, or a function from layer index to mask), an "in front of" candidate is kept
+    only if the masks really overlap.
     """
+    get = rles if callable(rles) else (rles.__getitem__ if rles is not None else None)
     rels = relations(labels, is_stuff, bbox_N4, occlusion)
     chosen: list[Relation] = []
     seen_pairs: set[tuple[str, str]] = set()
@@ -116,7 +134,7 @@ def caption(labels: Sequence[str], is_stuff: Sequence[bool], bbox_N4: np.ndarray
         pair = tuple(sorted((labels[r.subject], labels[r.object])))
         if pair in seen_pairs:
             continue
-        if r.kind == "in front of" and rles is not None and not _overlaps(rles[r.subject], rles[r.object]):
+        if r.kind == "in front of" and get is not None and not _overlaps(get(r.subject), get(r.object)):
             continue
         seen_pairs.add(pair)
         chosen.append(r)
