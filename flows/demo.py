@@ -1,5 +1,7 @@
 """Flow `demo`: every stage that exists, on the embedded synthetic world. Each issue adds its stage.
 
+Now: synth → rebuild (ingest, validate, order, template captions, card, publish) → DuckDB summary.
+
 The synthetic world is generated under `<lake>/raw/synth-seed<S>-n<N>/` (the images the dataset's rows point
 at must outlive the run) and skipped when already there; the rebuild of unchanged inputs is a no-op.
 """
@@ -33,6 +35,8 @@ SUMMARY = [
     ("images", "SELECT count(*) AS images, round(avg(n_layers), 1) AS layers_per_image, "
                "sum(cycles_broken) AS cycles_broken FROM images WHERE version = ?"),
     ("rejects by reason", "SELECT reason, count(*) AS n FROM rejects WHERE version = ? GROUP BY reason ORDER BY n DESC"),
+    ("captions (first 3)", "SELECT image_id, captioner, caption FROM captions WHERE version = ? "
+                           "ORDER BY image_id LIMIT 3"),
 ]
 
 
@@ -47,7 +51,9 @@ def demo(lake: str | None = None, scenes: int = 200, seed: int = 0) -> dict:
     c = manifest["counts"]
     report = [f"dataset synth@{version}: " + ", ".join(f"{k} {v['accepted']}/{v['in']} accepted" for k, v in c.items())]
     for title, sql in SUMMARY:
-        report.append(f"-- {title}\n{format_table(run_query(root, sql, [version]), max_rows=30)}")
+        width = 120 if title.startswith("captions") else 40
+        report.append(f"-- {title}\n{format_table(run_query(root, sql, [version]), max_rows=30, max_width=width)}")
+    report.append(f"dataset card: {root / 'datasets' / 'name=synth' / f'version={version}' / 'CARD.md'}")
     return {"dataset_version": version, "report": "\n".join(report)}
 
 
