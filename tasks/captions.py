@@ -17,7 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from smartmask.captioning.stage import cache_dir, read_cache, write_cache_part
 from smartmask.lake.io import rows_to_table, write_json_atomic, write_parquet_atomic
 from smartmask.lake.layout import CAPTIONS
-from smartmask.rebuild import CAPTION_FAILURES, Plan, caption_template
+from smartmask.publish import CAPTION_FAILURES
+from smartmask.rebuild import Plan, caption_template
 
 
 def _model_captions(plan: Plan) -> dict:

@@ -22,7 +22,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from smartmask.config import RebuildConfig
-from smartmask.rebuild import Plan, ShardJob, plan_rebuild, process_shard, publish
+from smartmask.publish import publish
+from smartmask.rebuild import Plan, ShardJob, plan_rebuild, process_shard
 
 _POOL: ProcessPoolExecutor | None = None
 
