@@ -82,6 +82,7 @@ def bench_instructblip(model: str | None, tiny: bool, n_images: int) -> dict:
     from smartmask.captioning.instructblip import InstructBlipCaptioner
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-blip-"))
+    label = model or ("tiny" if tiny else "random-init full-size (default InstructBlipConfig)")
     if model is None:
         if tiny:
             sys.path.insert(0, str(HERE.parent / "tests"))
@@ -115,10 +116,10 @@ def bench_instructblip(model: str | None, tiny: bool, n_images: int) -> dict:
 
     b1, b32 = run(1), run(32)
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    print(f"instructblip ({'tiny' if tiny else model if model else 'random full-size'}) on {dev}: "
+    print(f"instructblip ({label}) on {dev}: "
           f"batch 1 {b1:.2f} images/s, batch 32 {b32:.2f} images/s, ratio {b32 / b1:.2f} (target >= 4 on a GPU)")
     return {"device": dev, "blip_batch1_images_per_s": round(b1, 3), "blip_batch32_images_per_s": round(b32, 3),
-            "blip_ratio": round(b32 / b1, 3), "blip_model": "tiny" if tiny else (model or "random-full")}
+            "blip_ratio": round(b32 / b1, 3), "blip_model": label}
 
 
 def main() -> None:
