@@ -114,5 +114,24 @@ def demo(lake: LakeOpt = None,
     typer.echo(out["dataset_version"])
 
 
+@app.command()
+def serve(config: Annotated[Path, typer.Option("--config", help="Serve config (TOML; see README)")] = Path("smartmask.toml"),
+          lake: LakeOpt = None) -> None:
+    """Serve Prefect deployments with their schedules (starts a local Prefect server unless PREFECT_API_URL is set)."""
+    _offline_defaults()
+    from flows.serve import ServerError, load_serve_config
+    from flows.serve import serve as serve_deployments
+
+    try:
+        cfg = load_serve_config(config)
+    except ValueError as e:
+        raise _bad_input(str(e)) from None
+    try:
+        serve_deployments(cfg, lake, echo=typer.echo)
+    except ServerError as e:
+        typer.echo(f"error: {' '.join(str(e).split())}", err=True)
+        raise typer.Exit(1) from None
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())

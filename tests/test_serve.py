@@ -1,0 +1,315 @@
+"""`smartmask serve`: the config file's validation, deployments built without a server, and (integration) a real
+Prefect server + `smartmask serve` subprocess whose deployment is triggered through the API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from typer.testing import CliRunner
+
+from flows.serve import (
+    SECTIONS,
+    ServeConfig,
+    build_deployments,
+    load_serve_config,
+    local_server,
+    register_section,
+)
+
+GOOD = """
+lake = "lake"
+[[rebuild]]
+name = "synth"
+source = "cocoa:world/annotations.json"
+images = "world/images"
+cron = "0 3 * * *"
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "smartmask.toml"
+    p.write_text(text)
+    return p
+
+
+def _entry(**kv) -> str:
+    base = {"name": '"synth"', "source": '"cocoa:a.json"', "images": '"img"', "cron": '"0 3 * * *"'}
+    base.update(kv)
+    return "[[rebuild]]\n" + "".join(f"{k} = {v}\n" for k, v in base.items() if v is not None)
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+
+def test_good_config_resolves_relative_paths_against_its_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir("/")
+    cfg = load_serve_config(_write(tmp_path, GOOD + 'timezone = "Europe/Paris"\nworkers = 1\n'
+                                   'captioner = "instructblip:./models/blip"\n'))
+    assert cfg.lake == tmp_path / "lake" and cfg.max_concurrent_runs == 1
+    (e,) = cfg.rebuild
+    assert e.name == "synth" and e.source == f"cocoa:{tmp_path}/world/annotations.json"
+    assert e.images == str(tmp_path / "world" / "images")
+    assert (e.schedule.cron, e.schedule.timezone) == ("0 3 * * *", "Europe/Paris")
+    assert e.config_dict() == {"workers": 1, "captioner": f"instructblip:{tmp_path}/models/blip"}
+    # a hub id stays as written; defaults: UTC, nothing overridden
+    cfg = load_serve_config(_write(tmp_path, _entry(captioner='"instructblip:Salesforce/instructblip-x"')))
+    assert cfg.lake is None and cfg.rebuild[0].schedule.timezone == "UTC"
+    assert cfg.rebuild[0].config_dict() == {"captioner": "instructblip:Salesforce/instructblip-x"}
+
+
+@pytest.mark.parametrize("text, needle", [
+    (_entry(name=None), "missing key 'name'"),
+    (_entry(source=None), "missing key 'source'"),
+    (_entry(images=None), "missing key 'images'"),
+    (_entry(cron=None), "missing key 'cron'"),
+    (_entry(cron='"61 * * * *"'), "'cron' is not a valid cron"),
+    (_entry(cron='"0 3 * *"'), "'cron' must have 5 fields"),
+    (_entry(cron='"0 0 3 * * *"'), "'cron' must have 5 fields"),
+    (_entry(cron="3"), "'cron' must be a string"),
+    (_entry(timezone='"Mars/Olympus"'), "'timezone' is not an IANA"),
+    (_entry(name='"a b"'), "'name' must be letters"),
+    (_entry(name='""'), "'name' must not be empty"),
+    (_entry(source='"coco:a.json"'), "'source' has unknown kind"),
+    (_entry(source='"a.json"'), "'source' must look like"),
+    (_entry(workers='"2"'), "'workers' must be an integer"),
+    (_entry(workers="0"), "'workers' must be >= 1"),
+    (_entry(shard_size="true"), "'shard_size' must be an integer"),
+    (_entry(captioner='"blip"'), "'captioner' must be"),
+    (_entry(crons='"0 3 * * *"'), "unknown key 'crons'"),
+    (_entry() + _entry(), "duplicate name 'synth'"),
+    ('lake = "x"\nschedule = 1\n' + _entry(), "unknown key 'schedule'"),
+    ("lake = 3\n" + _entry(), "'lake' must be a string"),
+    ("max_concurrent_runs = 0\n" + _entry(), "'max_concurrent_runs' must be >= 1"),
+    ('rebuild = "x"\n', "'rebuild' must be an array of tables"),
+    ('lake = "x"\n', "nothing to serve"),
+    ("[[rebuild]\nname = 1\n", "not valid TOML"),
+])
+def test_each_bad_field_is_one_line_naming_it(tmp_path, text, needle):
+    p = _write(tmp_path, text)
+    with pytest.raises(ValueError) as ei:
+        load_serve_config(p)
+    msg = str(ei.value)
+    assert needle in msg and "\n" not in msg and str(p) in msg
+
+
+def test_entry_errors_name_the_entry(tmp_path):
+    p = _write(tmp_path, _entry(name='"one"') + _entry(name='"two"', cron='"nope"'))
+    with pytest.raises(ValueError, match=r"\[\[rebuild\]\] #2 \('two'\): 'cron'"):
+        load_serve_config(p)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ValueError, match="serve config not found"):
+        load_serve_config(tmp_path / "nope.toml")
+
+
+def test_cli_exits_2_on_missing_or_invalid_config(tmp_path):
+    from flows.cli import app
+
+    r = CliRunner().invoke(app, ["serve", "--config", str(tmp_path / "nope.toml")])
+    assert r.exit_code == 2 and "serve config not found" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = CliRunner().invoke(app, ["serve", "--config", str(_write(tmp_path, _entry(cron='"x"')))])
+    assert r.exit_code == 2 and "'cron'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------ deployments (no server)
+
+
+def test_deployments_carry_schedule_and_plain_parameters(tmp_path):
+    from flows.rebuild_dataset import rebuild_dataset
+    from smartmask.config import RebuildConfig
+
+    cfg = load_serve_config(_write(tmp_path, GOOD + 'timezone = "Europe/Paris"\nworkers = 1\nshard_size = 4\n'
+                                   + _entry(name='"other"', cron='"*/15 * * * 1-5"')))
+    d1, d2 = build_deployments(cfg)
+    assert (d1.name, d1.flow_name, d2.name) == ("rebuild-synth", "rebuild_dataset", "rebuild-other")
+    assert d1.entrypoint == "flows.rebuild_dataset.rebuild_dataset" and set(d1.tags) == {"smartmask", "rebuild"}
+    (s,) = d1.schedules
+    assert (s.schedule.cron, s.schedule.timezone, s.active) == ("0 3 * * *", "Europe/Paris", True)
+    assert d2.schedules[0].schedule.cron == "*/15 * * * 1-5"
+    assert d1.parameters == {"source": f"cocoa:{tmp_path}/world/annotations.json",
+                             "images": str(tmp_path / "world" / "images"), "name": "synth",
+                             "lake": str(tmp_path / "lake"), "config": {"shard_size": 4, "workers": 1}}
+    assert "config" not in d2.parameters
+    json.dumps(d1.parameters)  # what the API stores
+    # the flow's own validation turns the plain dict back into a RebuildConfig
+    bound = rebuild_dataset.validate_parameters(d1.parameters)
+    assert bound["config"] == RebuildConfig(shard_size=4, workers=1)
+
+
+def test_lake_defaults_to_env_when_config_has_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMARTMASK_LAKE", str(tmp_path / "envlake"))
+    (d,) = build_deployments(load_serve_config(_write(tmp_path, _entry())))
+    assert d.parameters["lake"] == str(tmp_path / "envlake")
+
+
+def test_other_stages_can_register_sections(tmp_path):
+    from prefect import flow
+
+    @flow(name="ping")
+    def ping(msg: str) -> str:
+        return msg
+
+    class Entry:
+        def __init__(self, name, schedule):
+            self.name, self.schedule = name, schedule
+
+    from flows.serve import check_keys, parse_name, parse_schedule
+
+    def parse(t, where, base):
+        check_keys(t, {"name", "cron", "timezone"}, where)
+        return Entry(parse_name(t, where), parse_schedule(t, where))
+
+    def build(e, cfg: ServeConfig):
+        return ping.to_deployment(name=f"ping-{e.name}", cron=e.schedule.cron, parameters={"msg": e.name})
+
+    register_section("ping", parse, build)
+    try:
+        cfg = load_serve_config(_write(tmp_path, GOOD + '[[ping]]\nname = "p"\ncron = "* * * * *"\n'))
+        assert [d.name for d in build_deployments(cfg)] == ["rebuild-synth", "ping-p"]
+        with pytest.raises(ValueError, match=r"\[\[ping\]\] #1 \('p'\): missing key 'cron'"):
+            load_serve_config(_write(tmp_path, '[[ping]]\nname = "p"\n'))
+    finally:
+        SECTIONS.pop("ping")
+
+
+def test_local_server_uses_the_configured_api_and_starts_nothing(monkeypatch):
+    def no_popen(*a, **k):
+        raise AssertionError("must not start a server")
+
+    monkeypatch.setattr(subprocess, "Popen", no_popen)
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4321/api")
+    with local_server() as ui:
+        assert ui == "http://127.0.0.1:4321"
+
+
+@pytest.mark.parametrize("script, needle", [
+    ("import sys; print('port in use'); sys.exit(3)", "exited with code 3 before becoming healthy (port in use"),
+    ("import time; time.sleep(60)", "not healthy after 1 s"),
+])
+def test_local_server_that_never_comes_up_is_one_line_error_and_is_stopped(tmp_path, monkeypatch, script, needle):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.serve import ServerError
+
+    real_popen, started = subprocess.Popen, []
+
+    def fake_popen(cmd, **kw):  # same process handling, a server that fails
+        started.append(real_popen([sys.executable, "-c", script], **kw))
+        return started[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", fake_popen)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with (temporary_settings(restore_defaults={PREFECT_API_URL}), pytest.raises(ServerError) as ei,
+          local_server(home=tmp_path, startup_timeout=1)):
+        pass
+    assert needle in str(ei.value) and "\n" not in str(ei.value)
+    assert started[0].poll() is not None and "PREFECT_API_URL" not in os.environ
+    assert list(tmp_path.glob("smartmask-server-*.log")), "the failed server's log is kept"
+
+
+# ----------------------------------------------------------------------------------------------- integration
+
+
+def _health(ui: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{ui}/api/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def prefect_server(tmp_path, monkeypatch):
+    """A real `prefect server` on a free loopback port with a temporary PREFECT_HOME, via `local_server`."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), local_server(home=home) as ui:
+        assert os.environ["PREFECT_API_URL"] == f"{ui}/api" and PREFECT_API_URL.value() == f"{ui}/api"
+        yield ui, home
+    assert not _health(ui), "the local server must be stopped on exit"
+    assert not list(home.glob("smartmask-server-*.log")), "a clean run leaves no log behind"
+
+
+@contextlib.contextmanager
+def _process(cmd, **kw):
+    proc = subprocess.Popen(cmd, start_new_session=True, **kw)
+    try:
+        yield proc
+    finally:
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            if proc.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(wait)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing of its group may outlive the test
+
+
+@pytest.mark.slow
+def test_serve_registers_schedule_and_runs_on_demand(tmp_path, prefect_server):
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from smartmask.config import SynthConfig
+    from smartmask.synth import generate
+
+    t0 = time.monotonic()
+    ui, home = prefect_server
+    generate(tmp_path / "world", 6, seed=1, config=SynthConfig.tiny(), workers=1)
+    cron = "0 3 1 1 *"  # never fires during a test
+    cfg = _write(tmp_path, GOOD.replace("0 3 * * *", cron) + "workers = 1\nshard_size = 4\n")
+    lake = tmp_path / "lake"
+    out, err = tmp_path / "serve.out", tmp_path / "serve.err"
+    env = {**os.environ, "PREFECT_API_URL": f"{ui}/api", "PREFECT_HOME": str(home),
+           "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PYTHONPATH": str(REPO)}
+    env.pop("SMARTMASK_LAKE", None)
+
+    def logs() -> str:
+        return f"\n--- serve stdout:\n{out.read_text()}\n--- serve stderr (tail):\n{err.read_text()[-4000:]}"
+
+    with out.open("w") as fo, err.open("w") as fe, _process(
+            [sys.executable, "-m", "flows", "serve", "--config", str(cfg)],
+            cwd=tmp_path / "world", env=env, stdout=fo, stderr=fe) as proc, get_client(sync_client=True) as client:
+        name = "rebuild_dataset/rebuild-synth"
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"serve exited with {proc.returncode}{logs()}"
+            with contextlib.suppress(Exception):
+                dep = client.read_deployment_by_name(name)
+                break
+            assert time.monotonic() < deadline, f"deployment {name} never appeared{logs()}"
+            time.sleep(0.5)
+        assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in dep.schedules] == [(cron, "UTC", True)]
+        assert dep.parameters["lake"] == str(lake) and dep.parameters["name"] == "synth"
+        assert f"Prefect UI: {ui}" in out.read_text()
+
+        run = run_deployment(name, timeout=90, poll_interval=1, as_subflow=False)
+        assert run.state is not None and run.state.is_completed(), f"flow run ended {run.state}{logs()}"
+
+        manifests = list(lake.glob("datasets/name=synth/version=*/_manifest.json"))
+        assert len(manifests) == 1, logs()
+        assert manifests[0].parent.name == f"version={json.loads(manifests[0].read_text())['version']}"
+
+        os.killpg(proc.pid, signal.SIGTERM)  # graceful stop: schedules paused, process exits 0
+        assert proc.wait(30) == 0, logs()
+        assert out.read_text().rstrip().endswith("stopped")
+        assert client.read_deployment_by_name(name).paused
+    print(f"serve integration: {time.monotonic() - t0:.1f} s")
