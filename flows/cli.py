@@ -119,8 +119,9 @@ def serve(config: Annotated[Path, typer.Option("--config", help="Serve config (T
           lake: LakeOpt = None) -> None:
     """Serve Prefect deployments with their schedules (starts a local Prefect server unless PREFECT_API_URL is set)."""
     _offline_defaults()
-    from flows.serve import ServerError, load_serve_config
+    from flows.serve import ServerError
     from flows.serve import serve as serve_deployments
+    from flows.serve_config import load_serve_config
 
     try:
         cfg = load_serve_config(config)

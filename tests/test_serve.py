@@ -16,14 +16,8 @@ import pytest
 from conftest import REPO
 from typer.testing import CliRunner
 
-from flows.serve import (
-    SECTIONS,
-    ServeConfig,
-    build_deployments,
-    load_serve_config,
-    local_server,
-    register_section,
-)
+from flows.serve import local_server
+from flows.serve_config import SECTIONS, ServeConfig, build_deployments, load_serve_config, register_section
 
 GOOD = """
 lake = "lake"
@@ -163,7 +157,7 @@ def test_other_stages_can_register_sections(tmp_path):
         def __init__(self, name, schedule):
             self.name, self.schedule = name, schedule
 
-    from flows.serve import check_keys, parse_name, parse_schedule
+    from flows.serve_config import check_keys, parse_name, parse_schedule
 
     def parse(t, where, base):
         check_keys(t, {"name", "cron", "timezone"}, where)
