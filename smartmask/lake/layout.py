@@ -125,6 +125,38 @@ CAPTION_CACHE = pa.schema(
     ]
 )
 
+# The loss curve of a training run: <lake>/runs/kind=train/run=<run id>/metrics/part-<step>.parquet
+TRAIN_METRICS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("dataset", pa.string()),
+        ("dataset_version", pa.string()),
+        ("step", pa.int64()),
+        ("loss", pa.float64()),
+        ("val_loss", pa.float64()),
+        ("lr", pa.float64()),
+        ("step_seconds", pa.float64()),
+        ("samples_per_s", pa.float64()),
+        ("world_size", pa.int32()),
+    ]
+)
+
+# One row per registered model version: <lake>/models/version=<id>/model.parquet (the folder holds the rest).
+MODELS = pa.schema(
+    [
+        ("preset", pa.string()),
+        ("dataset", pa.string()),
+        ("dataset_version", pa.string()),
+        ("run_id", pa.string()),
+        ("steps", pa.int64()),
+        ("final_loss", pa.float64()),
+        ("val_loss", pa.float64()),
+        ("created_at", pa.string()),
+        ("code_version", pa.string()),
+        ("path", pa.string()),
+    ]
+)
+
 DATASET_TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,
     "layers": LAYERS,

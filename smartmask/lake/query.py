@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import duckdb
 import pyarrow as pa
 
-from smartmask.lake.layout import DATASET_TABLES
+from smartmask.lake.layout import DATASET_TABLES, MODELS, TRAIN_METRICS
 
 
 class QueryRefused(ValueError):
@@ -56,6 +56,8 @@ def _dataset_view(table: str, schema: pa.Schema) -> LakeView:
 #: View name -> where its Parquet files live.  Other modules may add entries (models, train_metrics, eval_items, ...),
 #: e.g. ``VIEWS["eval_items"] = LakeView("runs/kind=eval/run=*/items/*.parquet", EVAL_ITEMS, ("kind", "run"))``.
 VIEWS: dict[str, LakeView] = {table: _dataset_view(table, schema) for table, schema in DATASET_TABLES.items()}
+VIEWS["models"] = LakeView("models/version=*/model.parquet", MODELS, ("version",))
+VIEWS["train_metrics"] = LakeView("runs/kind=train/run=*/metrics/*.parquet", TRAIN_METRICS, ("kind", "run"))
 
 _GLOB_CHARS = set("*?[{")
 
