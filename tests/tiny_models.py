@@ -104,3 +104,78 @@ def build_tiny_instructblip(out_dir: Path, seed: int = 0) -> Path:
     model.save_pretrained(out_dir, safe_serialization=True)
     processor.save_pretrained(out_dir)
     return out_dir
+
+
+# ---- SmartMask: a tiny Stable-Diffusion-1.5-layout directory and a tiny SmartMask checkpoint --------------------
+
+TINY_SD15_RESOLUTION = 64  # mask side for a SmartMask on build_tiny_sd15 (its VAE downsamples by 8 → 8x8 latents)
+
+
+def build_tiny_sd15(out_dir: Path, seed: int = 0) -> Path:
+    """A Stable Diffusion 1.5 *layout* (unet/, vae/, text_encoder/, tokenizer/, scheduler/, model_index.json) with
+    tiny random weights, saved with `save_pretrained` (safetensors).
+
+    U-Net: in_channels 4 (as SD's), 2 levels (32, 64), cross-attention dim 32. VAE: 4 levels like SD's, so it
+    downsamples by 8, 8/16 channels, 4 latent channels. Text encoder: CLIP hidden 32, 2 layers, vocab 1000 with
+    <|startoftext|>=998, <|endoftext|>=999; tokenizer: `smartmask.model.network.tiny_clip_tokenizer()` (77 tokens).
+    Scheduler: SD 1.5's PNDM config (scaled_linear 0.00085-0.012). Use it as
+    `ModelConfig.sd15(str(dir), resolution=TINY_SD15_RESOLUTION)`.
+    """
+    import json
+
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from smartmask.model.config import TINY_TEXT
+    from smartmask.model.network import tiny_clip_tokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=TINY_SD15_RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32, attention_head_dim=8,
+        norm_num_groups=32,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+        latent_channels=4, norm_num_groups=8, sample_size=TINY_SD15_RESOLUTION,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT))
+    tokenizer = tiny_clip_tokenizer(model_max_length=77)
+    scheduler = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
+        set_alpha_to_one=False, steps_offset=1,
+    )
+    unet.save_pretrained(out_dir / "unet", safe_serialization=True)
+    vae.save_pretrained(out_dir / "vae", safe_serialization=True)
+    text_encoder.save_pretrained(out_dir / "text_encoder", safe_serialization=True)
+    tokenizer.save_pretrained(out_dir / "tokenizer")
+    scheduler.save_pretrained(out_dir / "scheduler")
+    (out_dir / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.42.1",
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "PNDMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }, indent=2))
+    return out_dir
+
+
+def build_tiny_smartmask(out_dir: Path, **overrides) -> Path:
+    """An untrained tiny-preset SmartMask checkpoint (`config.json` + `model.safetensors`), for flow/CLI tests.
+
+    `overrides` go to `ModelConfig.tiny(...)` (e.g. `seed=1`). Deterministic: same overrides, same weights.
+    """
+    from smartmask.model import ModelConfig, SmartMask
+
+    SmartMask.build(ModelConfig.tiny(**overrides)).save(Path(out_dir))
+    return Path(out_dir)
