@@ -87,6 +87,45 @@ def rebuild(source: Annotated[str, typer.Option("--source", help="cocoa:FILE | k
 
 
 @app.command()
+def train(dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@VERSION (default: newest version)")],
+          preset: Annotated[str, typer.Option("--preset", help="tiny | sd15")] = "tiny",
+          base_model: Annotated[str | None, typer.Option("--base-model", help="sd15: SD 1.5 directory or hub id")] = None,
+          workers: Annotated[int, typer.Option("--workers", min=1, help="Ray Train workers")] = 1,
+          gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker, NCCL, bf16 autocast")] = False,
+          lake: LakeOpt = None,
+          run_id: Annotated[str | None, typer.Option("--run-id", help="rerun an id to resume it")] = None,
+          steps: Annotated[int | None, typer.Option("--steps", min=1)] = None,
+          time_budget: Annotated[float | None, typer.Option("--time-budget", help="seconds; stop at a checkpoint")] = None,
+          batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="global batch")] = None,
+          ray_address: Annotated[str | None, typer.Option("--ray-address")] = None) -> None:
+    """Train SmartMask on a dataset version with Ray Train and register the model version (flow `train`)."""
+    _offline_defaults()
+    from smartmask.lake.layout import lake_root
+    from smartmask.models.loader import ModelNotFound
+    from smartmask.registry import NotFound, resolve_dataset
+
+    if preset not in ("tiny", "sd15"):
+        raise _bad_input(f"preset must be tiny or sd15, got {preset!r}")
+    if preset == "sd15" and not base_model:
+        raise _bad_input("--preset sd15 needs --base-model (a Stable Diffusion 1.5 directory or hub id)")
+    if run_id is not None and not run_id.replace("-", "").replace("_", "").isalnum():
+        raise _bad_input(f"run id must be letters, digits, '-' or '_', got {run_id!r}")
+    try:
+        resolve_dataset(lake_root(lake), dataset)
+    except NotFound as e:
+        raise _bad_input(str(e)) from None
+    from flows.train import train as train_flow
+
+    try:
+        out = train_flow(dataset, preset, base_model, workers, gpu, lake, run_id, steps, time_budget, batch_size,
+                         ray_address)
+    except ModelNotFound as e:
+        raise _bad_input(str(e)) from None
+    typer.echo(f"trained {out['dataset']}@{out['dataset_version']} (run {out['run_id']}): {out['metrics']}")
+    typer.echo(out["model_version"])
+
+
+@app.command()
 def query(sql: Annotated[str, typer.Argument(help="A read-only SELECT over the lake's views")],
           lake: LakeOpt = None,
           max_rows: Annotated[int, typer.Option("--max-rows", min=1)] = 50) -> None:

@@ -1,0 +1,260 @@
+"""The SmartMask training loop, executor-agnostic: Ray Train runs it (tasks/train.py), so can a test, in-process.
+
+The loop talks to whatever runs it only through `Executor` (rank, world size, device, model wrapping, the
+checkpoint to resume from, and reporting). Everything else — sampling, CFG dropout, AdamW, EMA, gradient
+accumulation, bf16 autocast on GPU, safetensors checkpoints, validation loss, the loss curve in the lake — is here.
+
+Data: step s draws its global batch from `np.random.default_rng([seed, s])`, and rank r takes its slice, so the
+batch a step sees is the same for 1 or N workers and after a resume (a resumed run repeats no sample and skips none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from smartmask.lake.io import rows_to_table, write_json_atomic, write_parquet_atomic
+from smartmask.lake.layout import TRAIN_METRICS
+from smartmask.model.config import ModelConfig
+from smartmask.model.network import SmartMask
+from smartmask.training.samples import LayerIndex, SampleConfig, TrainingSampler
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 32  # global: split over workers, then over accumulation micro-batches
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    warmup_steps: int = 50
+    ema_decay: float = 0.999
+    checkpoint_every: int = 100
+    val_every: int = 100
+    val_batches: int = 2
+    log_every: int = 10
+    time_budget_s: float | None = None  # stop early (at a checkpoint) once this much wall time is used
+    seed: int = 0
+    threads_per_worker: int | None = None  # CPU: torch threads per worker (None: leave torch's default)
+
+    @classmethod
+    def tiny(cls) -> TrainConfig:
+        return cls(steps=40, batch_size=8, lr=1e-3, warmup_steps=5, checkpoint_every=10, val_every=10,
+                   val_batches=1, log_every=5, ema_decay=0.9)
+
+
+class Executor(Protocol):
+    rank: int
+    world_size: int
+
+    def device(self) -> torch.device: ...
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module: ...  # DDP where world_size > 1
+    def resume_dir(self) -> Path | None: ...
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None: ...
+    def any_rank(self, flag: bool) -> bool: ...  # True on every rank if it is True on any (stopping early)
+
+
+class InProcess:
+    """Executor for a single process without Ray (tests, the Ray-overhead benchmark, debugging)."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self, resume: Path | None = None):
+        self._resume = resume
+        self.reports: list[tuple[dict, Path | None]] = []
+
+    def device(self) -> torch.device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def wrap(self, module):
+        return module.to(self.device())
+
+    def resume_dir(self):
+        return self._resume
+
+    def report(self, metrics, checkpoint_dir):
+        self.reports.append((metrics, checkpoint_dir))
+        if checkpoint_dir is not None:
+            self._resume = checkpoint_dir
+
+    def any_rank(self, flag):
+        return flag
+
+
+class _Loss(torch.nn.Module):
+    """DDP syncs gradients only through forward(); this puts the model's training loss behind one."""
+
+    def __init__(self, model: SmartMask):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.model.training_loss(batch, generator)
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: torch.as_tensor(v, device=device) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+
+def _trainable(model: SmartMask) -> list[tuple[str, torch.Tensor]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _opt_state(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> tuple[dict, dict]:
+    """AdamW state as flat tensors (safetensors) + scalars (JSON): never pickle."""
+    tensors, scalars = {}, {}
+    for i, p in enumerate(params):
+        for k, v in opt.state.get(p, {}).items():
+            if torch.is_tensor(v) and v.ndim > 0:
+                tensors[f"{i}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{i}.{k}"] = float(v)
+    return tensors, scalars
+
+
+def _load_opt_state(opt: torch.optim.Optimizer, params: list[torch.Tensor], tensors: dict, scalars: dict) -> None:
+    for i, p in enumerate(params):
+        st = {k.split(".", 1)[1]: v.to(p.device) for k, v in tensors.items() if k.split(".", 1)[0] == str(i)}
+        st |= {k.split(".", 1)[1]: torch.tensor(v) for k, v in scalars.items() if k.split(".", 1)[0] == str(i)}
+        if st:
+            opt.state[p] = st
+
+
+def save_checkpoint(d: Path, model: SmartMask, ema: list[torch.Tensor], opt, step: int, extra: dict) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    named = _trainable(model)
+    save_file({n: p.detach().cpu().contiguous() for n, p in named}, d / "trainable.safetensors")
+    save_file({n: e.detach().cpu().contiguous() for (n, _), e in zip(named, ema, strict=True)}, d / "ema.safetensors")
+    tensors, scalars = _opt_state(opt, [p for _, p in named])
+    save_file(tensors or {"_empty": torch.zeros(1)}, d / "optimizer.safetensors")
+    (d / "state.json").write_text(json.dumps({"step": step, "opt_scalars": scalars, **extra}))
+    return d
+
+
+def load_checkpoint(d: Path, model: SmartMask, ema: list[torch.Tensor], opt) -> int:
+    trainable = load_file(d / "trainable.safetensors")
+    ema_w = load_file(d / "ema.safetensors")
+    named = _trainable(model)
+    with torch.no_grad():
+        for (n, p), e in zip(named, ema, strict=True):
+            p.copy_(trainable[n])
+            e.copy_(ema_w[n])
+    state = json.loads((d / "state.json").read_text())
+    tensors = {k: v for k, v in load_file(d / "optimizer.safetensors").items() if k != "_empty"}
+    _load_opt_state(opt, [p for _, p in named], tensors, state["opt_scalars"])
+    return int(state["step"])
+
+
+def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg: TrainConfig, lake: Path,
+                 dataset: str, dataset_version: str, run_dir: Path, ex: Executor, work_dir: Path) -> dict:
+    """Train until `train_cfg.steps` (or the time budget); returns the last metrics. Rank 0 writes the lake."""
+    t_start = time.perf_counter()
+    if train_cfg.threads_per_worker:
+        torch.set_num_threads(train_cfg.threads_per_worker)
+    torch.manual_seed(train_cfg.seed)  # identical initial weights on every rank
+    device = ex.device()
+    model = SmartMask.build(model_cfg).to(device)
+    params = [p for _, p in _trainable(model)]
+    opt = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    ema = [p.detach().clone() for p in params]
+    start = 0
+    resume = ex.resume_dir()
+    if resume is not None:
+        start = load_checkpoint(resume, model, ema, opt)
+    loss_module = ex.wrap(_Loss(model))
+    train = TrainingSampler(LayerIndex.from_lake(lake, dataset, dataset_version, split="train"), sample_cfg,
+                            seed=train_cfg.seed)
+    val = TrainingSampler(LayerIndex.from_lake(lake, dataset, dataset_version, split="val"), sample_cfg,
+                          seed=train_cfg.seed + 1)
+    if ex.rank == 0:
+        starts_file = run_dir / "starts.json"
+        starts = json.loads(starts_file.read_text()) if starts_file.exists() else []
+        write_json_atomic(starts + [start], starts_file)
+    per_rank = train_cfg.batch_size // ex.world_size
+    micro = per_rank // train_cfg.grad_accum
+    if micro < 1 or per_rank * ex.world_size != train_cfg.batch_size or micro * train_cfg.grad_accum != per_rank:
+        raise ValueError(f"batch_size {train_cfg.batch_size} must split evenly over {ex.world_size} workers and "
+                         f"{train_cfg.grad_accum} accumulation steps")
+    # bf16 autocast on GPUs only: CPU bf16 matmuls are slower than fp32 on most CPUs.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    pending: list[dict] = []
+    metrics: dict = {}
+    step = start
+    while step < train_cfg.steps:
+        lr = train_cfg.lr * min(1.0, (step + 1) / max(1, train_cfg.warmup_steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        global_idx = np.random.default_rng([train_cfg.seed, step]).integers(0, len(train), size=train_cfg.batch_size)
+        mine = global_idx[ex.rank * per_rank : (ex.rank + 1) * per_rank]
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        t0 = time.perf_counter()
+        for m in range(train_cfg.grad_accum):
+            batch = _to_device(train.batch(mine[m * micro : (m + 1) * micro].tolist()), device)
+            # Timesteps, noise and CFG dropout from (seed, step, rank, micro-batch): a resumed run redoes
+            # exactly what the lost one would have done.
+            gen = torch.Generator().manual_seed(hash((train_cfg.seed, step, ex.rank, m)) % 2**63)
+            with autocast:
+                loss = loss_module(batch, gen) / train_cfg.grad_accum
+            loss.backward()
+            total += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            for e, p in zip(ema, params, strict=True):
+                e.lerp_(p.detach(), 1.0 - train_cfg.ema_decay)
+        step += 1
+        step_s = time.perf_counter() - t0
+        if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+            pending.append({"step": step, "loss": total, "val_loss": None, "lr": lr, "step_seconds": step_s,
+                            "samples_per_s": train_cfg.batch_size / step_s, "world_size": ex.world_size})
+        stop = False
+        if train_cfg.time_budget_s is not None:
+            stop = ex.any_rank(time.perf_counter() - t_start > train_cfg.time_budget_s)
+        if step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps or stop:
+            metrics = {"step": step, "loss": total}
+            ckpt = None
+            if ex.rank == 0:
+                metrics["val_loss"] = validation_loss(model, val, train_cfg, device)
+                if pending:
+                    pending[-1]["val_loss"] = metrics["val_loss"]
+                ckpt = save_checkpoint(work_dir / f"ckpt-{step:08d}", model, ema, opt, step,
+                                       {"dataset_version": dataset_version})
+                rows = [r | {"run_id": run_dir.name.removeprefix("run="), "dataset": dataset,
+                             "dataset_version": dataset_version} for r in pending]
+                write_parquet_atomic(rows_to_table(rows, TRAIN_METRICS), run_dir / "metrics" / f"part-{step:08d}.parquet")
+            pending = []
+            ex.report(metrics, ckpt)
+            if stop:
+                break
+    return metrics | {"steps_done": step, "started_at_step": start}
+
+
+def validation_loss(model: SmartMask, val: TrainingSampler, cfg: TrainConfig, device: torch.device) -> float:
+    """Mean loss over fixed validation batches at fixed timesteps and noise: comparable across steps and runs."""
+    if len(val) == 0:
+        return math.nan
+    gen = torch.Generator().manual_seed(1234)
+    losses = []
+    model.eval()
+    with torch.no_grad():
+        for b in range(cfg.val_batches):
+            n = min(cfg.batch_size, len(val))
+            batch = _to_device(val.batch([(b * n + i) % len(val) for i in range(n)]), device)
+            t = int(torch.randint(0, model.config.num_train_timesteps, (1,), generator=gen))
+            losses.append(float(model.loss_at(batch, t, None, generator=gen)))
+    model.train()
+    return float(np.mean(losses))
+
+
+def config_dict(model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg: TrainConfig) -> dict:
+    return {"model": model_cfg.to_dict(), "sample": asdict(sample_cfg), "train": asdict(train_cfg)}

@@ -1,0 +1,91 @@
+"""Prefect tasks for training: `fit_task` runs the library loop under Ray Train, `register_task` releases it.
+
+`train_loop_per_worker` is what Ray Train runs on every worker: it adapts Ray's context (rank, device, DDP,
+checkpoints, reporting) to the library's `Executor` and calls `smartmask.training.loop.run_training`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from smartmask.model.config import ModelConfig
+from smartmask.registry import register
+from smartmask.training.loop import TrainConfig, run_training
+from smartmask.training.samples import SampleConfig
+
+
+class RayExecutor:
+    def __init__(self):
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+
+    def device(self) -> torch.device:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(module)  # to the device; DDP when world_size > 1
+
+    def resume_dir(self) -> Path | None:
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()  # the last reported one: after a worker failure or a rerun of the run id
+        return Path(ckpt.to_directory()) if ckpt else None
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        import ray.train
+
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint_dir))
+                         if checkpoint_dir else None)
+
+    def any_rank(self, flag: bool) -> bool:
+        if self.world_size == 1 or not torch.distributed.is_initialized():
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0])
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
+
+
+def train_loop_per_worker(config: dict) -> None:
+    run_training(model_cfg=ModelConfig.from_dict(config["model"]), sample_cfg=SampleConfig(**config["sample"]),
+                 train_cfg=TrainConfig(**config["train"]), lake=Path(config["lake"]), dataset=config["dataset"],
+                 dataset_version=config["dataset_version"], run_dir=Path(config["run_dir"]), ex=RayExecutor(),
+                 work_dir=Path(tempfile.mkdtemp(prefix="smartmask-ckpt-")))
+
+
+@task(name="fit", cache_policy=NO_CACHE)
+def fit_task(config: dict, workers: int, gpu: bool, storage: Path, run_id: str, max_failures: int = 3) -> dict:
+    """Ray Train's TorchTrainer over `workers` workers (gloo on CPU, NCCL on GPU). The same `run_id` resumes."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    trainer = TorchTrainer(
+        train_loop_per_worker, train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu),
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        run_config=RunConfig(name=run_id, storage_path=str(storage),
+                              failure_config=FailureConfig(max_failures=max_failures),
+                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training run {run_id} finished without a checkpoint")
+    get_run_logger().info("run %s finished: %s", run_id, result.metrics)
+    return {"checkpoint": result.checkpoint.path, "metrics": dict(result.metrics or {})}
+
+
+@task(name="register-model", cache_policy=NO_CACHE)
+def register_task(lake: Path, checkpoint: str, config: dict, dataset: str, dataset_version: str, run_id: str,
+                  metrics: dict) -> str:
+    return register(lake, Path(checkpoint), ModelConfig.from_dict(config["model"]), config, dataset,
+                    dataset_version, run_id, metrics)
