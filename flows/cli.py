@@ -97,6 +97,7 @@ def train(dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@V
           steps: Annotated[int | None, typer.Option("--steps", min=1)] = None,
           time_budget: Annotated[float | None, typer.Option("--time-budget", help="seconds; stop at a checkpoint")] = None,
           batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="global batch")] = None,
+          checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", min=1)] = None,
           ray_address: Annotated[str | None, typer.Option("--ray-address")] = None) -> None:
     """Train SmartMask on a dataset version with Ray Train and register the model version (flow `train`)."""
     _offline_defaults()
@@ -118,7 +119,7 @@ def train(dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@V
 
     try:
         out = train_flow(dataset, preset, base_model, workers, gpu, lake, run_id, steps, time_budget, batch_size,
-                         ray_address)
+                         ray_address, checkpoint_every)
     except ModelNotFound as e:
         raise _bad_input(str(e)) from None
     typer.echo(f"trained {out['dataset']}@{out['dataset_version']} (run {out['run_id']}): {out['metrics']}")

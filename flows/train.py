@@ -25,7 +25,8 @@ from tasks.train import fit_task, register_task
 @flow(name="train", log_prints=True)
 def train(dataset: str, preset: str = "tiny", base_model: str | None = None, workers: int = 1, gpu: bool = False,
           lake: str | None = None, run_id: str | None = None, steps: int | None = None,
-          time_budget_s: float | None = None, batch_size: int | None = None, ray_address: str | None = None) -> dict:
+          time_budget_s: float | None = None, batch_size: int | None = None, ray_address: str | None = None,
+          checkpoint_every: int | None = None, max_failures: int = 3) -> dict:
     root = lake_root(lake)
     name, version = resolve_dataset(root, dataset)
     if preset == "tiny":
@@ -39,7 +40,8 @@ def train(dataset: str, preset: str = "tiny", base_model: str | None = None, wor
         sample_cfg, train_cfg = SampleConfig(resolution=model_cfg.resolution), TrainConfig(lr=1e-5)
     else:
         raise ValueError(f"unknown preset {preset!r}: expected tiny or sd15")
-    overrides = {k: v for k, v in {"steps": steps, "time_budget_s": time_budget_s, "batch_size": batch_size}.items()
+    overrides = {k: v for k, v in {"steps": steps, "time_budget_s": time_budget_s, "batch_size": batch_size,
+                                   "checkpoint_every": checkpoint_every, "val_every": checkpoint_every}.items()
                  if v is not None}
     if not gpu:  # share this machine's cores between the workers instead of oversubscribing them
         overrides["threads_per_worker"] = max(1, (os.cpu_count() or 1) // workers)
@@ -49,7 +51,7 @@ def train(dataset: str, preset: str = "tiny", base_model: str | None = None, wor
     config = config_dict(model_cfg, sample_cfg, train_cfg) | {
         "lake": str(root), "dataset": name, "dataset_version": version, "run_dir": str(run_dir)}
     with ray_session(address=ray_address):
-        out = fit_task(config, workers, gpu, root / "_ray" / "train", run_id)
+        out = fit_task(config, workers, gpu, root / "_ray" / "train", run_id, max_failures)
     model_version = register_task(root, out["checkpoint"], config, name, version, run_id, out["metrics"])
     print(f"model {model_version} from dataset {name}@{version} (run {run_id}): {out['metrics']}")
     return {"model_version": model_version, "run_id": run_id, "dataset": name, "dataset_version": version,
