@@ -144,14 +144,16 @@ def query(sql: Annotated[str, typer.Argument(help="A read-only SELECT over the l
 @app.command()
 def demo(lake: LakeOpt = None,
          scenes: Annotated[int, typer.Option("--scenes", min=1)] = 200,
-         seed: Annotated[int, typer.Option("--seed")] = 0) -> None:
-    """Run every stage that exists on the embedded synthetic world (now: synth → rebuild)."""
+         seed: Annotated[int, typer.Option("--seed")] = 0,
+         train_budget: Annotated[float, typer.Option("--train-budget", help="seconds of training; 0 skips")] = 180.0,
+         ) -> None:
+    """Run every stage that exists on the embedded synthetic world (synth → rebuild → train → held-out check)."""
     _offline_defaults()
     from flows.demo import demo as demo_flow
 
-    out = demo_flow(lake=lake, scenes=scenes, seed=seed)
+    out = demo_flow(lake=lake, scenes=scenes, seed=seed, train_budget_s=train_budget)
     typer.echo(out["report"])
-    typer.echo(out["dataset_version"])
+    typer.echo(out["last_id"])
 
 
 @app.command()
