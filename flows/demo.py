@@ -58,7 +58,7 @@ def heldout_task(root: Path, model_version: str, dataset: str, dataset_version: 
 
 
 @flow(name="demo")
-def demo(lake: str | None = None, scenes: int = 200, seed: int = 0, train_budget_s: float = 180.0) -> dict:
+def demo(lake: str | None = None, scenes: int = 200, seed: int = 0, train_budget_s: float = 240.0) -> dict:
     """Returns {"dataset_version", "report"}; the CLI prints the report, then the version as its last line."""
     root = lake_root(lake)
     raw = root / "raw" / f"synth-seed{seed}-n{scenes}"

