@@ -14,7 +14,6 @@ smoke run of the same code, not a measurement). Results go to bench/results/.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -25,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from _results import record  # noqa: E402  (bench/ is on sys.path: the script's own folder)
 
 
 def bench_template(scenes: int) -> dict:
@@ -134,11 +134,7 @@ def main() -> None:
     row |= bench_template(a.scenes)
     if a.instructblip:
         row |= bench_instructblip(a.model, a.tiny, a.images)
-    out = HERE / "results" / f"bench_captions-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(row, indent=2))
-    print(f"wrote {out}")
-
+    record("bench_captions", row)
 
 if __name__ == "__main__":
     main()

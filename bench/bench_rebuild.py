@@ -27,12 +27,10 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # runs only the ephemeral server's start (~5 s). Both are inside the timed rebuild.
 os.environ.setdefault("PREFECT_HOME", str(Path(__file__).resolve().parent / ".cache" / "prefect-home"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import pyarrow as pa  # noqa: E402
+from _results import record  # noqa: E402  (bench/ is on sys.path: the script's own folder)
 from pycocotools import mask as mask_utils  # noqa: E402
 
 from smartmask.config import RebuildConfig, SynthConfig  # noqa: E402
-from smartmask.lake.io import write_parquet_atomic  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -95,15 +93,7 @@ def main() -> None:
            "rebuild_s": round(t_rebuild, 3), "decode_s": round(t_decode, 3), "noop_rerun_s": round(t_noop, 3),
            "images_per_s": round(ips, 1), "ratio_vs_decode": round(ratio, 3), "host": platform.node(),
            "cpus": os.cpu_count(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    out = HERE / "results" / f"bench_rebuild-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(row, indent=2))
-    if a.lake:
-        run = time.strftime("%Y%m%d-%H%M%S")
-        write_parquet_atomic(pa.Table.from_pylist([row]),
-                             Path(a.lake).resolve() / "runs" / "kind=bench" / f"run={run}" / "items.parquet")
-    print(f"wrote {out}")
-
+    record("bench_rebuild", row, a.lake)
 
 if __name__ == "__main__":
     main()

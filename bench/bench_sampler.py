@@ -19,7 +19,6 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXP
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -29,6 +28,9 @@ from pathlib import Path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from _results import record  # noqa: E402  (bench/ is on sys.path: the script's own folder)
+
+sys.path.insert(0, str(HERE))
 
 TARGET = 250.0
 
@@ -110,19 +112,7 @@ def main() -> None:
            "per_kind_per_s": per_kind, "mean_k": round(float(np.mean(ks)), 2), "index_build_s": round(t_index, 3),
            "cores": 1, "host": platform.node(), "cpus": os.cpu_count(), "processor": platform.processor(),
            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    out = HERE / "results" / f"bench_sampler-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(row, indent=2))
-    if a.lake:
-        import pyarrow as pa
-
-        from smartmask.lake.io import write_parquet_atomic
-
-        run = time.strftime("%Y%m%d-%H%M%S")
-        write_parquet_atomic(pa.Table.from_pylist([row]),
-                             Path(a.lake).resolve() / "runs" / "kind=bench" / f"run={run}" / "items.parquet")
-    print(f"wrote {out}")
-
+    record("bench_sampler", row, a.lake)
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,6 @@ torch's intra-op threading. Results go to bench/results/.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -27,6 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from _results import record  # noqa: E402  (bench/ is on sys.path: the script's own folder)
 
 
 def _median_step(lake: Path, run_id: str, warmup: int) -> float:
@@ -89,10 +89,7 @@ def main() -> None:
     row = {"bench": "train_cpu", "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "steps": a.steps,
            "batch": a.batch, "step_s_inproc": inproc, "step_s_ray1": ray_steps[1], "step_s_ray2": ray_steps[2],
            "ratio_2v1": round(ratio, 3), "ray_overhead": round(overhead, 4), "cpus": os.cpu_count()}
-    out = HERE / "results" / f"bench_train_cpu-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(row, indent=2))
-    print(f"wrote {out}")
-
+    record("bench_train_cpu", row)
 
 if __name__ == "__main__":
     main()

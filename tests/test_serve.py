@@ -245,15 +245,9 @@ def _process(cmd, **kw):
     try:
         yield proc
     finally:
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-            if proc.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(wait)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # nothing of its group may outlive the test
+        from flows.serve import _stop
+
+        _stop(proc, grace=30)  # SIGTERM, then SIGKILL: nothing of its group may outlive the test
 
 
 @pytest.mark.slow
