@@ -6,12 +6,14 @@ checkpoints, reporting) to the library's `Executor` and calls `smartmask.trainin
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
 import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 
 from smartmask.model.config import ModelConfig
 from smartmask.registry import register
@@ -80,7 +82,11 @@ def fit_task(config: dict, workers: int, gpu: bool, storage: Path, run_id: str, 
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run_id} finished without a checkpoint")
-    get_run_logger().info("run %s finished: %s", run_id, result.metrics)
+    try:  # also called as a plain function (`fit_task.fn`) by the benchmark, outside any Prefect run
+        log = get_run_logger()
+    except MissingContextError:
+        log = logging.getLogger("smartmask.train")
+    log.info("run %s finished: %s", run_id, result.metrics)
     return {"checkpoint": result.checkpoint.path, "metrics": dict(result.metrics or {})}
 
 
