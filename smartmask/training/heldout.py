@@ -14,6 +14,7 @@ import torch
 
 from smartmask.model.network import SmartMask
 from smartmask.model.sampling import sample_masks
+from smartmask.training.guidance import box_guidance
 from smartmask.training.samples import LayerIndex, SampleConfig, TrainingSampler
 
 
@@ -21,14 +22,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(bool), b.astype(bool)
     union = (a | b).sum()
     return float((a & b).sum() / union) if union else 1.0
-
-
-def box_mask(box: np.ndarray, r: int) -> np.ndarray:
-    """Normalised x0, y0, x1, y1 → the filled box at r×r, the same rasterisation as box guidance."""
-    x0, y0, x1, y1 = (np.asarray(box) * r).tolist()
-    m = np.zeros((r, r), bool)
-    m[int(np.floor(y0)) : int(np.ceil(y1)), int(np.floor(x0)) : int(np.ceil(x1))] = True
-    return m
 
 
 def box_guided_iou(model: SmartMask, lake: Path, dataset: str, version: str, sample_cfg: SampleConfig,
@@ -47,5 +40,6 @@ def box_guided_iou(model: SmartMask, lake: Path, dataset: str, version: str, sam
         masks = masks[:, 0].cpu().numpy()
         for i in range(len(b["obj"])):
             model_ious.append(iou(masks[i], b["target"][i]))
-            box_ious.append(iou(box_mask(b["box"][i], b["target"].shape[-1]), b["target"][i]))
+            r = b["target"].shape[-1]  # the box as a user would give it, rasterised by the guidance code itself
+            box_ious.append(iou(box_guidance(*(np.asarray(b["box"][i]) * r).tolist(), r, r), b["target"][i]))
     return {"samples": n, "model_iou": float(np.mean(model_ious)), "box_iou": float(np.mean(box_ious))}
