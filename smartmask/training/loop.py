@@ -57,7 +57,8 @@ class Executor(Protocol):
     world_size: int
 
     def device(self) -> torch.device: ...
-    def wrap(self, module: torch.nn.Module) -> torch.nn.Module: ...  # DDP where world_size > 1
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module: ...  # DDP where world_size > 1 (or see sync_grads)
+    def sync_grads(self, params: list[torch.Tensor]) -> None: ...  # average gradients over ranks if wrap did not
     def resume_dir(self) -> Path | None: ...
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None: ...
     def any_rank(self, flag: bool) -> bool: ...  # True on every rank if it is True on any (stopping early)
@@ -77,6 +78,9 @@ class InProcess:
 
     def wrap(self, module):
         return module.to(self.device())
+
+    def sync_grads(self, params):
+        pass
 
     def resume_dir(self):
         return self._resume
@@ -99,6 +103,23 @@ class _Loss(torch.nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.model.training_loss(batch, generator)
+
+
+def average_gradients(params: list[torch.Tensor], world_size: int) -> None:
+    """Mean of every parameter's gradient over the process group, in ONE all-reduce of a flat buffer.
+
+    The CPU (gloo) replacement for DDP (see tasks/train.py `RayExecutor.wrap`). A parameter without a gradient
+    on this rank counts as zeros, so every rank sends the same buffer layout.
+    """
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -173,8 +194,10 @@ def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg:
     loss_module = ex.wrap(_Loss(model))
     train = TrainingSampler(LayerIndex.from_lake(lake, dataset, dataset_version, split="train"), sample_cfg,
                             seed=train_cfg.seed)
-    val = TrainingSampler(LayerIndex.from_lake(lake, dataset, dataset_version, split="val"), sample_cfg,
-                          seed=train_cfg.seed + 1)
+    val_index = LayerIndex.from_lake(lake, dataset, dataset_version, split="val")
+    # A small dataset can have no held-out target at all: train anyway, with a NaN validation loss.
+    val = (TrainingSampler(val_index, sample_cfg, seed=train_cfg.seed + 1)
+           if val_index.valid_targets(sample_cfg.insert_stuff, sample_cfg.min_target_area).size else None)
     if ex.rank == 0:
         starts_file = run_dir / "starts.json"
         starts = json.loads(starts_file.read_text()) if starts_file.exists() else []
@@ -207,6 +230,7 @@ def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg:
                 loss = loss_module(batch, gen) / train_cfg.grad_accum
             loss.backward()
             total += float(loss.detach())
+        ex.sync_grads(params)  # once per optimizer step, after all micro-batches
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         with torch.no_grad():
@@ -239,9 +263,9 @@ def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg:
     return metrics | {"steps_done": step, "started_at_step": start}
 
 
-def validation_loss(model: SmartMask, val: TrainingSampler, cfg: TrainConfig, device: torch.device) -> float:
+def validation_loss(model: SmartMask, val: TrainingSampler | None, cfg: TrainConfig, device: torch.device) -> float:
     """Mean loss over fixed validation batches at fixed timesteps and noise: comparable across steps and runs."""
-    if len(val) == 0:
+    if val is None or len(val) == 0:
         return math.nan
     gen = torch.Generator().manual_seed(1234)
     losses = []

@@ -1,0 +1,157 @@
+"""The executor-agnostic training loop (smartmask.training.loop) without Ray: in-process training, checkpoints and
+resume, and gradient averaging over a real 2-process gloo group (the CPU path Ray Train's workers use)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from smartmask.config import RebuildConfig, SynthConfig
+from smartmask.model.config import ModelConfig
+from smartmask.rebuild import rebuild
+from smartmask.synth import generate
+from smartmask.training.loop import InProcess, TrainConfig, average_gradients, run_training
+from smartmask.training.samples import SampleConfig
+
+TRAIN = TrainConfig(steps=4, batch_size=4, lr=1e-3, warmup_steps=1, checkpoint_every=2, val_every=2, val_batches=1,
+                    log_every=1, threads_per_worker=1)
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory) -> tuple[Path, str]:
+    tmp = tmp_path_factory.mktemp("loop")
+    generate(tmp / "w", 8, seed=5, config=SynthConfig(width=160, height=120, min_things=3, max_things=6), workers=1)
+    m = rebuild(f"cocoa:{tmp / 'w' / 'annotations.json'}", tmp / "w" / "images", "s", tmp / "lake",
+                RebuildConfig.tiny())
+    return tmp / "lake", m["version"]
+
+
+def _train(lake: Path, version: str, run: str, ex, work: Path, train: TrainConfig = TRAIN) -> dict:
+    return run_training(model_cfg=ModelConfig.tiny(), sample_cfg=SampleConfig.tiny(), train_cfg=train, lake=lake,
+                        dataset="s", dataset_version=version, run_dir=lake / "runs" / "kind=train" / f"run={run}",
+                        ex=ex, work_dir=work)
+
+
+def test_in_process_training_checkpoints_and_resumes(lake, tmp_path):
+    root, version = lake
+    ex = InProcess()
+    out = _train(root, version, "a", ex, tmp_path / "a")
+    assert out["steps_done"] == 4 and out["started_at_step"] == 0
+    ckpts = [d for _, d in ex.reports if d is not None]
+    assert [json.loads((d / "state.json").read_text())["step"] for d in ckpts] == [2, 4]
+    # Resume from the step-2 checkpoint: the run continues at step 2 and ends at the same weights as the
+    # uninterrupted run (timesteps, noise and batches depend on (seed, step, rank), not on history).
+    resumed = _train(root, version, "b", InProcess(resume=ckpts[0]), tmp_path / "b")
+    assert resumed["started_at_step"] == 2
+    straight = load_file(ckpts[1] / "trainable.safetensors")
+    again = load_file(tmp_path / "b" / "ckpt-00000004" / "trainable.safetensors")
+    assert straight.keys() == again.keys()
+    for k in straight:
+        torch.testing.assert_close(again[k], straight[k], rtol=1e-5, atol=1e-6)
+    starts = json.loads((root / "runs" / "kind=train" / "run=b" / "starts.json").read_text())
+    assert starts == [2]
+
+
+class _Gloo:
+    """A plain torch.distributed executor (what torchrun would give): the same averaging Ray's CPU workers use."""
+
+    def __init__(self, rank: int, world_size: int):
+        self.rank, self.world_size = rank, world_size
+        self.module: torch.nn.Module | None = None
+
+    def device(self):
+        return torch.device("cpu")
+
+    def wrap(self, module):
+        for t in module.parameters():
+            torch.distributed.broadcast(t.data, src=0)
+        self.module = module
+        return module
+
+    def sync_grads(self, params):
+        average_gradients(params, self.world_size)
+
+    def resume_dir(self):
+        return None
+
+    def report(self, metrics, checkpoint_dir):
+        pass
+
+    def any_rank(self, flag):
+        t = torch.tensor([float(flag)])
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
+
+
+def _worker(rank: int, port: int, root: str, version: str, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    ex = _Gloo(rank, 2)
+    _train(Path(root), version, "ddp", ex, Path(out) / f"work{rank}")
+    trainable = {n: p.detach().contiguous() for n, p in ex.module.model.named_parameters() if p.requires_grad}
+    save_file(trainable, str(Path(out) / f"rank{rank}.safetensors"))
+    torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_average_gradients_and_stay_identical(lake, tmp_path):
+    """Without averaging, the ranks' different micro-batches would make their weights drift apart after step 1."""
+    root, version = lake
+    port = _free_port()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(r, port, str(root), version, str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    w0, w1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert w0.keys() == w1.keys()
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k
+    initial = _initial_trainable()
+    assert any(not torch.equal(w0[k], initial[k]) for k in w0)  # it did train
+
+
+def _initial_trainable() -> dict[str, torch.Tensor]:
+    from smartmask.model.network import SmartMask
+
+    torch.manual_seed(TRAIN.seed)
+    m = SmartMask.build(ModelConfig.tiny())
+    return {n: p.detach() for n, p in m.named_parameters() if p.requires_grad}
+
+
+def test_average_gradients_is_the_mean_and_fills_missing_grads(tmp_path):
+    port = _free_port()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_avg_worker, args=(r, port, str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    for r in range(2):
+        got = load_file(tmp_path / f"avg{r}.safetensors")
+        torch.testing.assert_close(got["a"], torch.full((3, 2), 1.5))
+        torch.testing.assert_close(got["b"], torch.full((4,), 0.5))  # rank 0 had no grad for b: counts as 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _avg_worker(rank: int, port: int, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    a, b = torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(4))
+    a.grad = torch.full((3, 2), float(rank + 1))
+    b.grad = None if rank == 0 else torch.ones(4)
+    average_gradients([a, b], 2)
+    save_file({"a": a.grad.contiguous(), "b": b.grad.contiguous()}, str(Path(out) / f"avg{rank}.safetensors"))
+    torch.distributed.destroy_process_group()
