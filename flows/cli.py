@@ -176,5 +176,9 @@ def serve(config: Annotated[Path, typer.Option("--config", help="Serve config (T
         raise typer.Exit(1) from None
 
 
+# suggest / insert live in their own module; importing it registers them on `app`.
+from flows import cli_inference  # noqa: E402,F401
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())

@@ -1,7 +1,10 @@
 """Flow `demo`: every stage that exists, on the embedded synthetic world. Each issue adds its stage.
 
 Now: synth → rebuild (ingest, validate, order, template captions, card, publish) → DuckDB summary → train the tiny
-preset on 2 Ray workers for a time budget → register the model → held-out check: IoU of box-guided masks vs the box.
+preset on 2 Ray workers for a time budget → register the model → held-out check: IoU of box-guided masks vs the box
+→ the product path on held-out scenes (`suggest` with a box, mask-free diversity, DPM-Solver 20 vs DDIM 50, at
+image resolution) → one `insert` with the `synthetic` inpainter (the world's own renderer, not a generative model),
+whose output must equal the input outside the dilated mask.
 
 The synthetic world is generated under `<lake>/raw/synth-seed<S>-n<N>/` (the images the dataset's rows point
 at must outlive the run) and skipped when already there; the rebuild of unchanged inputs is a no-op.
@@ -57,6 +60,57 @@ def heldout_task(root: Path, model_version: str, dataset: str, dataset_version: 
         return None
 
 
+@task(name="product-path-check", cache_policy=NO_CACHE)
+def product_path_task(root: Path, model_version: str, dataset: str, dataset_version: str) -> dict | None:
+    from smartmask.inference.heldout import product_path_check
+    from smartmask.inference.pipeline import load_for_inference
+
+    lm = load_for_inference(root, model_version)
+    try:
+        return product_path_check(lm.model.eval(), root, dataset, dataset_version, alpha=lm.alpha, n_items=16)
+    except ValueError:  # too few scenes for a held-out split
+        return None
+
+
+@task(name="insert-one", cache_policy=NO_CACHE)
+def insert_task(root: Path, model_version: str, dataset: str, dataset_version: str) -> dict | None:
+    """`smartmask insert` on one held-out scene: box-guided suggestion → synthetic inpainter → paste-back."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from smartmask.inference.heldout import heldout_targets
+    from smartmask.inference.images import load_image, save_png
+    from smartmask.inference.inpaint import InpaintConfig, load_inpainter
+    from smartmask.inference.insert import insert_object
+    from smartmask.inference.pipeline import load_for_inference, run_suggest, scene_layout
+    from smartmask.inference.suggest import Control, SuggestConfig
+    from smartmask.lake.layout import dataset_dir
+
+    items = heldout_targets(root, dataset, dataset_version, 1, min_area_frac=0.02, seed=7)
+    if not items:
+        return None
+    it = items[0]
+    uri = pq.read_table(dataset_dir(root, dataset, dataset_version) / "images", columns=["uri"],
+                        filters=[("image_id", "=", it["image_id"])]).column("uri")[0].as_py()
+    image = load_image(uri)
+    lm = load_for_inference(root, model_version)
+    scene = scene_layout(image, lm, lake=root, layout_from=f"{dataset}@{dataset_version}:{it['image_id']}:{it['k']}",
+                         segmenter=None)
+    ys, xs = np.nonzero(it["mask"])
+    control = Control("box", box=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)))
+    result = run_suggest(image, lm, scene, control, it["label"], it["caption"], SuggestConfig(n=4))
+    cfg = InpaintConfig()
+    res = insert_object(image, result.suggestions[0].mask_HW, it["label"], it["caption"], load_inpainter("synthetic"),
+                        cfg)
+    out = root / "runs" / "kind=insert" / f"run=demo-{model_version}-{it['image_id']}"
+    save_png(out / "inserted.png", res.image)
+    save_png(out / "mask.png", result.suggestions[0].mask_HW)
+    outside = ~res.dilated
+    return {"image_id": it["image_id"], "object": it["label"], "out": str(out),
+            "changed_inside": int(np.any(res.image != image, axis=2).sum()),
+            "identical_outside": bool(np.array_equal(res.image[outside], image[outside]))}
+
+
 @flow(name="demo")
 def demo(lake: str | None = None, scenes: int = 200, seed: int = 0, train_budget_s: float = 240.0) -> dict:
     """Returns {"dataset_version", "report"}; the CLI prints the report, then the version as its last line."""
@@ -85,8 +139,21 @@ def demo(lake: str | None = None, scenes: int = 200, seed: int = 0, train_budget
     if check:
         report.append(f"held-out, box guidance ({check['samples']} samples): mask IoU {check['model_iou']:.3f} "
                       f"vs the box itself {check['box_iou']:.3f}")
-    return {"dataset_version": version, "model_version": mv, "heldout": check, "report": "\n".join(report),
-            "last_id": mv}
+    path = product_path_task(root, mv, "synth", version)
+    if path:
+        report.append(f"suggest --bbox, held-out, image resolution ({path['items']} scenes x {path['suggestions']}): "
+                      f"rank-1 IoU {path['bbox_iou']:.3f} vs the box itself {path['box_iou']:.3f}")
+        report.append(f"mask-free suggestions: mean pairwise IoU {path['maskfree_pairwise_iou']:.3f} across seeds "
+                      f"(diversity {1 - path['maskfree_pairwise_iou']:.3f})")
+        report.append(f"solvers: DPM-Solver++ 20 steps IoU {path['dpm20_iou']:.3f} vs DDIM 50 steps "
+                      f"{path['ddim50_iou']:.3f} (difference {abs(path['dpm20_iou'] - path['ddim50_iou']):.3f})")
+    ins = insert_task(root, mv, "synth", version)
+    if ins:
+        report.append(f"insert {ins['object']!r} into held-out image {ins['image_id']} (synthetic inpainter): "
+                      f"{ins['changed_inside']} pixels changed, outside the dilated mask identical: "
+                      f"{ins['identical_outside']} -> {ins['out']}")
+    return {"dataset_version": version, "model_version": mv, "heldout": check, "product_path": path, "insert": ins,
+            "report": "\n".join(report), "last_id": mv}
 
 
 if __name__ == "__main__":

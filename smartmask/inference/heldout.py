@@ -1,0 +1,100 @@
+"""The product path checked on held-out synthetic scenes: what `smartmask suggest` gives, measured at image size.
+
+For held-out (val split) images of a dataset version and a target layer k (a thing, never stuff), the scene's
+ground-truth layout of layers 0..k-1 goes through the same calls the CLI makes (`layout_image`, `Control`,
+`suggest`), and the suggestions are compared with the target's amodal mask at the image's own resolution:
+
+- box:        rank-1 suggestion with `--bbox` = the target's box, vs the box itself used as the mask (IoU);
+- mask-free:  N suggestions from N seeds without guidance: mean pairwise IoU (diversity is 1 minus it);
+- solvers:    the same box-guided suggestions with 20-step DPM-Solver++ and 50-step DDIM: mean IoU of each.
+
+Targets are chosen deterministically (seeded) among layers whose amodal mask covers at least `min_area_frac` of
+the image, so a tiny model's 32×32 grid can represent them at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from smartmask import masks
+from smartmask.inference.layout import layout_from_lake, layout_image
+from smartmask.inference.suggest import Control, SuggestConfig, suggest
+from smartmask.lake.layout import dataset_dir
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return float(np.count_nonzero(a & b) / union) if union else 1.0
+
+
+def heldout_targets(lake: Path, dataset: str, version: str, n: int, min_area_frac: float = 0.01,
+                    seed: int = 0) -> list[dict]:
+    """Up to `n` (image_id, k, label, caption, mask) held-out targets, one per image, chosen with `seed`."""
+    d = dataset_dir(lake, dataset, version)
+    images = pq.read_table(d / "images", columns=["image_id", "split", "height", "width"]).to_pylist()
+    val = {r["image_id"]: r for r in images if r["split"] == "val"}
+    layers = pq.read_table(d / "layers", columns=["image_id", "layer", "label", "is_stuff", "rle", "area"],
+                           filters=[("image_id", "in", list(val))]).to_pylist()
+    captions = {}
+    if (d / "captions").exists():
+        captions = {r["image_id"]: r["caption"] for r in pq.read_table(d / "captions").to_pylist()}
+    rng = np.random.default_rng(seed)
+    by_image: dict[str, list[dict]] = {}
+    for r in layers:
+        img = val[r["image_id"]]
+        if not r["is_stuff"] and r["layer"] > 0 and r["area"] >= min_area_frac * img["height"] * img["width"]:
+            by_image.setdefault(r["image_id"], []).append(r)
+    out = []
+    for image_id in sorted(by_image, key=lambda i: (len(i), i)):
+        cands = sorted(by_image[image_id], key=lambda r: r["layer"])
+        r = cands[int(rng.integers(len(cands)))]
+        img = val[image_id]
+        mask = masks.decode({"size": [img["height"], img["width"]], "counts": r["rle"]}).astype(bool)
+        out.append({"image_id": image_id, "k": int(r["layer"]), "label": r["label"],
+                    "caption": captions.get(image_id, ""), "mask": mask})
+        if len(out) == n:
+            break
+    return out
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def product_path_check(model, lake: Path, dataset: str, version: str, *, alpha: float, n_items: int = 24,
+                       n: int = 4, seed: int = 0) -> dict:
+    """The three checks of the module docstring; all numbers at image resolution."""
+    items = heldout_targets(lake, dataset, version, n_items, seed=seed)
+    if not items:
+        raise ValueError(f"dataset {dataset}@{version} has no held-out thing targets")
+    R = model.config.resolution
+    # dedupe_iou=1.0 keeps every sample (diversity and the solver comparison are measured on all of them); the
+    # rank-1 suggestion is the same with or without de-duplication (it only drops lower-ranked ones).
+    dpm_cfg = SuggestConfig(n=n, steps=20, scheduler="dpm", seed=seed, dedupe_iou=1.0)
+    ddim_cfg = dataclasses.replace(dpm_cfg, steps=50, scheduler="ddim")
+    ours, boxes, pairwise, dpm_all, ddim_all = [], [], [], [], []
+    for it in items:
+        scene, vocab = layout_from_lake(lake, f"{dataset}@{version}", it["image_id"], it["k"])
+        H, W = it["mask"].shape
+        layout = layout_image(scene, vocab, R)
+        b = _box(it["mask"])
+        control = Control("box", box=tuple(float(v) for v in b))
+        dpm = suggest(model, layout, control, it["label"], it["caption"], H, W, dpm_cfg, alpha=alpha)
+        ours.append(iou(dpm.suggestions[0].mask_HW, it["mask"]))
+        box_mask = np.zeros((H, W), bool)
+        box_mask[b[1] : b[3], b[0] : b[2]] = True
+        boxes.append(iou(box_mask, it["mask"]))
+        ddim = suggest(model, layout, control, it["label"], it["caption"], H, W, ddim_cfg, alpha=alpha)
+        dpm_all += [iou(s.mask_HW, it["mask"]) for s in dpm.suggestions]
+        ddim_all += [iou(s.mask_HW, it["mask"]) for s in ddim.suggestions]
+        free = suggest(model, layout, Control("none"), it["label"], it["caption"], H, W, dpm_cfg, alpha=alpha)
+        pairwise += [iou(a.mask_HW, c.mask_HW) for a, c in itertools.combinations(free.suggestions, 2)]
+    return {"items": len(items), "suggestions": n, "bbox_iou": float(np.mean(ours)), "box_iou": float(np.mean(boxes)),
+            "maskfree_pairwise_iou": float(np.mean(pairwise)), "dpm20_iou": float(np.mean(dpm_all)),
+            "ddim50_iou": float(np.mean(ddim_all))}

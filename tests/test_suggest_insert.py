@@ -1,0 +1,213 @@
+"""`smartmask suggest` and `smartmask insert` end to end through the production loaders: a tiny random Mask2Former,
+a registered tiny SmartMask and a tiny SD1.5 ControlNet-Inpaint, each saved and loaded back; bad input exits 2;
+peak memory on a 4000×3000 photo vs a 512×512 one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_segment import build_tiny_mask2former
+from tiny_inpaint import build_tiny_controlnet_sd15
+from tiny_models import build_tiny_sd15
+from typer.testing import CliRunner
+
+from flows.cli import app
+from smartmask.config import RebuildConfig, SynthConfig
+from smartmask.model.config import ModelConfig
+from smartmask.rebuild import rebuild
+from smartmask.registry import register
+from smartmask.synth import generate
+from smartmask.training.loop import InProcess, TrainConfig, config_dict, run_training
+from smartmask.training.samples import SampleConfig
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """On 2 shared cores torch's thread pool makes these tiny models many times slower than one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    """A small synthetic lake with a registered tiny SmartMask (2 real training steps), plus tiny model dirs."""
+    tmp = tmp_path_factory.mktemp("suggest")
+    generate(tmp / "w", 12, seed=3, config=SynthConfig(width=160, height=120, min_things=3, max_things=6), workers=1)
+    lake = tmp / "lake"
+    version = rebuild(f"cocoa:{tmp / 'w' / 'annotations.json'}", tmp / "w" / "images", "synth", lake,
+                      RebuildConfig.tiny())["version"]
+    model_cfg, sample_cfg = ModelConfig.tiny(), SampleConfig.tiny()
+    train = TrainConfig(steps=2, batch_size=2, checkpoint_every=2, val_every=2, val_batches=1, log_every=1)
+    ex = InProcess()
+    metrics = run_training(model_cfg=model_cfg, sample_cfg=sample_cfg, train_cfg=train, lake=lake, dataset="synth",
+                           dataset_version=version, run_dir=lake / "runs" / "kind=train" / "run=t", ex=ex,
+                           work_dir=tmp / "ck")
+    mv = register(lake, ex.reports[-1][1], model_cfg, config_dict(model_cfg, sample_cfg, train), "synth", version,
+                  "t", metrics)
+    sd = build_tiny_sd15(tmp / "sd15")
+    cn = build_tiny_controlnet_sd15(tmp / "cn")
+    return {"lake": lake, "version": version, "model": mv, "seg": build_tiny_mask2former(tmp / "m2f"),
+            "image": tmp / "w" / "images" / "000000000001.png", "inpainter": f"controlnet-sd15:{sd}+{cn}"}
+
+
+def _run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _ok(result) -> Path:
+    assert result.exit_code == 0, (result.output, result.exception)
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def test_suggest_with_a_segmenter_writes_masks_overlay_and_records(world, tmp_path):
+    out = _ok(_run("suggest", world["image"], "--object", "person", "--context", "a park", "--segmenter",
+                   world["seg"], "--lake", world["lake"], "--n", "3", "--steps", "4", "--out", tmp_path / "s"))
+    summary = json.loads((out / "suggest.json").read_text())
+    assert summary["model_version"] == world["model"]
+    assert summary["layout_source"].startswith("segmenter:mask2former:")
+    assert summary["control"] == {"kind": "none"}
+    assert len(summary["suggestions"]) + summary["duplicates_dropped"] == 3
+    H, W = np.asarray(Image.open(world["image"])).shape[:2]
+    for s in summary["suggestions"]:
+        m = np.asarray(Image.open(out / s["mask"]))
+        assert m.shape == (H, W) and set(np.unique(m)) <= {0, 255}
+        rec = json.loads((out / f"suggestion-{s['rank']}.json").read_text())
+        assert rec["rank"] == s["rank"] and rec["object"] == "person"
+    assert (out / "overlay.png").exists() and (out / "layout.png").exists()
+
+
+@pytest.mark.parametrize("control", ["bbox", "point", "scribble"])
+def test_suggest_controls_on_a_ground_truth_layout(world, tmp_path, control):
+    H, W = 120, 160
+    args = {"bbox": ["--bbox", "40,30,90,110"], "point": ["--point", "60,70,20"]}.get(control)
+    if control == "scribble":
+        s = np.zeros((H, W), np.uint8)
+        s[60:64, 50:100] = 255
+        Image.fromarray(s).save(tmp_path / "scribble.png")
+        args = ["--scribble", tmp_path / "scribble.png"]
+    out = _ok(_run("suggest", world["image"], "--object", "dog", "--context", "a dog", "--layout-from",
+                   f"synth@{world['version']}:1:2", "--lake", world["lake"], "--n", "2", "--steps", "3",
+                   "--out", tmp_path / "o", *args))
+    summary = json.loads((out / "suggest.json").read_text())
+    assert summary["control"]["kind"] == ("box" if control == "bbox" else control)
+    assert summary["layout_source"] == f"ground-truth:synth@{world['version']}:1:2"
+    if control == "bbox":  # a box bounds the suggestion
+        for s in summary["suggestions"]:
+            m = np.asarray(Image.open(out / s["mask"])) > 0
+            assert not m[:, :40].any() and not m[:, 90:].any() and not m[:30].any() and not m[110:].any()
+
+
+def test_insert_keeps_every_pixel_outside_the_dilated_mask(world, tmp_path):
+    out = _ok(_run("insert", world["image"], "--object", "person", "--context", "a park", "--layout-from",
+                   "synth:1:3", "--lake", world["lake"], "--bbox", "30,20,110,115", "--n", "2", "--steps", "3",
+                   "--inpainter", world["inpainter"], "--inpaint-steps", "2", "--out", tmp_path / "i"))
+    before = np.asarray(Image.open(world["image"]).convert("RGB"))
+    after = np.asarray(Image.open(out / "inserted.png"))
+    dilated = np.asarray(Image.open(out / "dilated-mask.png")) > 0
+    mask = np.asarray(Image.open(out / "mask.png")) > 0
+    assert after.dtype == np.uint8 and after.shape == before.shape
+    assert mask.any() and (dilated | ~mask).all()  # the dilated mask contains the mask
+    assert np.array_equal(after[~dilated], before[~dilated])  # uint8, bit for bit
+    assert np.any(after[mask] != before[mask])
+    rec = json.loads((out / "insert.json").read_text())
+    assert rec["mask_source"] == f"smartmask:{world['model']}" and rec["inpainter"].startswith("controlnet-sd15:")
+
+
+def test_box_baseline_changes_pixels_inside_the_whole_box(world, tmp_path):
+    x0, y0, x1, y1 = 40, 30, 100, 100
+    out = _ok(_run("insert", world["image"], "--object", "boat", "--context", "a lake", "--mask-from", "box",
+                   "--bbox", f"{x0},{y0},{x1},{y1}", "--lake", world["lake"], "--inpainter", world["inpainter"],
+                   "--inpaint-steps", "2", "--out", tmp_path / "b"))
+    before = np.asarray(Image.open(world["image"]).convert("RGB"))
+    after = np.asarray(Image.open(out / "inserted.png"))
+    changed = np.any(after != before, axis=2)
+    box = changed[y0:y1, x0:x1]
+    assert box.mean() > 0.9 and box.any(axis=0).all() and box.any(axis=1).all()
+    dilated = np.asarray(Image.open(out / "dilated-mask.png")) > 0
+    assert not changed[~dilated].any()
+
+
+def _bomb(path: Path) -> Path:
+    Image.new("1", (9000, 9000)).save(path)  # 81 MP of zeros: a few KB on disk
+    return path
+
+
+@pytest.mark.parametrize("case", ["not-an-image", "bomb", "bbox-outside", "empty-object", "unknown-model",
+                                  "no-layout", "missing-segmenter", "bad-point"])
+def test_bad_input_exits_2_with_one_line(world, tmp_path, case):
+    image = world["image"]
+    extra: list = ["--layout-from", "synth:1:2"]
+    obj = "person"
+    if case == "not-an-image":
+        image = tmp_path / "notes.png"
+        image.write_text("hello")
+    elif case == "bomb":
+        image = _bomb(tmp_path / "bomb.png")
+    elif case == "bbox-outside":
+        extra += ["--bbox", "100,50,400,90"]
+    elif case == "empty-object":
+        obj = "  "
+    elif case == "unknown-model":
+        extra += ["--model", "0123456789abcdef"]
+    elif case == "no-layout":
+        extra = []
+    elif case == "missing-segmenter":
+        extra = ["--segmenter", str(tmp_path / "nope")]
+    elif case == "bad-point":
+        extra += ["--point", "12,abc"]
+    r = _run("suggest", image, "--object", obj, "--context", "c", "--lake", world["lake"], "--steps", "2",
+             "--out", tmp_path / "o", *extra)
+    assert r.exit_code == 2, (r.output, r.exception)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert not (tmp_path / "o" / "suggest.json").exists()
+
+
+_PEAK = textwrap.dedent("""
+    import resource, sys, torch
+    torch.set_num_threads(1)
+    from flows.cli import app
+    try:
+        app(sys.argv[1:], standalone_mode=False)
+    finally:
+        print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+""")
+
+
+def _peak_insert(world, image: Path, box: str, out: Path) -> int:
+    r = subprocess.run([sys.executable, "-c", _PEAK, "insert", str(image), "--object", "person", "--context",
+                        "a person on a street", "--segmenter", str(world["seg"]), "--lake", str(world["lake"]),
+                        "--bbox", box, "--n", "2", "--steps", "2", "--inpainter", world["inpainter"],
+                        "--inpaint-steps", "2", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return int(r.stderr.rsplit("PEAK_KB", 1)[1].split()[0])
+
+
+def _photo(path: Path, W: int, H: int) -> Path:
+    """A smooth synthetic 'photo' (gradients and a disc): cheap to encode at 4000×3000."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    img = np.stack([xx / W * 255, yy / H * 255, ((xx - W / 2) ** 2 + (yy - H / 2) ** 2 < (H / 4) ** 2) * 200.0], -1)
+    Image.fromarray(img.astype(np.uint8)).save(path, compress_level=1)
+    return path
+
+
+def test_large_photo_insert_peak_memory_within_2x_of_512(world, tmp_path):
+    small = _peak_insert(world, _photo(tmp_path / "small.png", 512, 512), "150,120,350,460", tmp_path / "s")
+    big = _peak_insert(world, _photo(tmp_path / "big.png", 4000, 3000), "1200,700,2700,2700", tmp_path / "b")
+    print(f"insert peak RSS: 512x512 {small / 1024:.0f} MiB, 4000x3000 {big / 1024:.0f} MiB, ratio {big / small:.2f}")
+    assert big <= 2 * small
+    inserted = np.asarray(Image.open(tmp_path / "b" / "inserted.png"))
+    assert inserted.shape == (3000, 4000, 3)
