@@ -45,6 +45,12 @@ def make_scheduler(model: SmartMask, kind: str = "dpm"):
     raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {kind!r}")
 
 
+def scheduler_kind(sched) -> str:
+    from diffusers import DDIMScheduler
+
+    return "ddim" if isinstance(sched, DDIMScheduler) else "dpm"
+
+
 def initial_noise(model: SmartMask, batch: int, n: int, seed: int) -> torch.Tensor:
     """(batch*n, C, r, r): suggestion j of every item starts from the noise of seed `seed + j`.
 
@@ -108,13 +114,18 @@ def _sample(model, sched, layout_BCHW, obj, context, n, layout_scale, text_scale
     feats_3 = torch.cat([feats_null, feats, feats])
 
     sched.set_timesteps(steps, device=dev)
+    # DDIM by default derives its ε from the UNclipped x0 while stepping with the clipped one; guided x0 (scales
+    # > 1 extrapolate) often leaves [-1, 1], and that mismatch grew with the step count (measured: held-out IoU
+    # 0.45 at 50 steps, 0.31 at 200, vs 0.49 for DPM-Solver++ at 20 or 50). Recomputing ε from the clipped x0 is
+    # what DPM-Solver++'s data prediction does, so both solve the same ODE.
+    step_kw = {"use_clipped_model_output": True} if scheduler_kind(sched) == "ddim" else {}
     x = initial_noise(model, B, n, seed).to(dev, dtype) * sched.init_noise_sigma
     for t in sched.timesteps:
         x_in = sched.scale_model_input(x, t)
         out = model.predict(torch.cat([x_in] * 3), t, feats_3, text_3)
         o_uu, o_lu, o_lt = out.chunk(3)
         guided = o_uu + layout_scale * (o_lu - o_uu) + text_scale * (o_lt - o_lu)
-        x = sched.step(guided, t, x).prev_sample
+        x = sched.step(guided, t, x, **step_kw).prev_sample
 
     probs = model.decode_mask(x).reshape(B, n, R, R)
     masks = probs > threshold
