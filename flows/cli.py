@@ -145,7 +145,7 @@ def query(sql: Annotated[str, typer.Argument(help="A read-only SELECT over the l
 def demo(lake: LakeOpt = None,
          scenes: Annotated[int, typer.Option("--scenes", min=1)] = 200,
          seed: Annotated[int, typer.Option("--seed")] = 0,
-         train_budget: Annotated[float, typer.Option("--train-budget", help="seconds of training; 0 skips")] = 240.0,
+         train_budget: Annotated[float, typer.Option("--train-budget", help="seconds of training; 0 skips")] = 180.0,
          ) -> None:
     """Run every stage that exists on the embedded synthetic world (synth → rebuild → train → held-out check)."""
     _offline_defaults()

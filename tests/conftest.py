@@ -41,3 +41,16 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny models (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`): they are all
+    overhead, and on this project's 2 shared cores torch's intra-op thread pool made a tiny pipeline call ~10x
+    slower under load (1.2 s vs 0.1 s). Restored afterwards for the other modules."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

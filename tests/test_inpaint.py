@@ -53,16 +53,7 @@ def assert_background_kept(image: np.ndarray, res) -> None:
     assert res.image.dtype == np.uint8 and res.image.shape == image.shape
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models are all overhead: on this project's 2 shared cores a 2-step pipeline call took 1.2 s with 2
-    intra-op threads under load and 0.1 s with 1. Restored afterwards for the other test modules."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from smartmask.training.guidance import (
     blob_from_mask,
     box_from_mask,
     box_guidance,
+    box_on_grid,
     guidance_from_mask,
     mask_box,
     point_guidance,
@@ -166,6 +167,24 @@ def test_user_guidance_agrees_with_training_guidance():
     jx, jy = rng_b.normal(0, 0.1, 2)
     r = 0.25 * (36 + 20) * rng_b.uniform(0.75, 1.25)
     np.testing.assert_array_equal(blob, point_guidance(23 + jx * 36, 20 + jy * 20, r, H, W))
+
+
+def test_box_on_grid_is_the_box_of_the_sampled_mask():
+    """A user's tight box, mapped to the model grid, equals the box the training sampler takes of the
+    nearest-neighbour-sampled mask (the cells whose centres the object covers), not every cell the box touches."""
+    rng = np.random.default_rng(5)
+    H, W, R = 480, 640, 32
+    for _ in range(50):
+        x0, y0 = int(rng.integers(0, W - 40)), int(rng.integers(0, H - 40))
+        x1, y1 = int(rng.integers(x0 + 1, W + 1)), int(rng.integers(y0 + 1, H + 1))
+        m = np.zeros((H, W), bool)
+        m[y0:y1, x0:x1] = True  # a box-shaped object: its sampled mask is the grid's view of the box
+        sampled = resize_nearest(m, R)
+        g = box_on_grid(x0, y0, x1, y1, H, W, R)
+        if sampled.any():
+            np.testing.assert_array_equal(g, box_from_mask(sampled))
+        assert g.sum() >= 1
+        assert g.sum() <= box_guidance(x0 * R / W, y0 * R / H, x1 * R / W, y1 * R / H, R, R).sum()
 
 
 # -- RLE parsing ---------------------------------------------------------------------------------------------------

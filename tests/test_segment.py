@@ -86,15 +86,7 @@ def scene_image(h: int = 120, w: int = 160) -> np.ndarray:
     return img
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """On 2 shared cores, torch's thread pool makes this tiny model ~40x slower than one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ Controls (paper Fig. 4), all turned into G by the same functions the training sa
   point     `--point x,y[,r]`: a gaussian blob, r in image pixels (default: 10% of the image's shorter side)
   scribble  `--scribble PNG` of the image's size: any pixel > 127 in any channel is part of the scribble
 Coordinates map to the model's R×R grid by the same aspect-changing resize as the layout (samples.py explains why),
-so x scales by R/W and y by R/H. A scribble is shrunk with "any pixel of the cell" pooling, so a 1-pixel stroke on
+so x scales by R/W and y by R/H; a box covers the grid cells whose centres it contains (`box_on_grid`: the rule
+that made the training targets and their boxes), not every cell it touches. A scribble is shrunk with "any pixel of the cell" pooling, so a 1-pixel stroke on
 a 4000-pixel-wide photo does not vanish between nearest-neighbour samples.
 
 Back to the image: the soft masks (probabilities at R×R) are resized to (H, W) with bicubic interpolation and
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from smartmask.inference.images import BadInput
-from smartmask.training.guidance import ALPHA, apply_guidance, box_guidance, point_guidance
+from smartmask.training.guidance import ALPHA, apply_guidance, box_on_grid, point_guidance
 
 CONTROLS = ("none", "box", "point", "scribble")
 
@@ -107,8 +108,7 @@ class Control:
         """G (R, R) float32 in [0, 1] on the model's grid."""
         sx, sy = R / W, R / H
         if self.kind == "box":
-            x0, y0, x1, y1 = self.box
-            return box_guidance(x0 * sx, y0 * sy, x1 * sx, y1 * sy, R, R)
+            return box_on_grid(*self.box, H, W, R)
         if self.kind == "point":
             x, y, r = self.point
             r = 0.1 * min(H, W) if r is None else r

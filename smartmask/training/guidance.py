@@ -73,6 +73,22 @@ def box_guidance(x0: float, y0: float, x1: float, y1: float, H: int, W: int) -> 
     return g
 
 
+def box_on_grid(x0: float, y0: float, x1: float, y1: float, H: int, W: int, R: int) -> np.ndarray:
+    """G (R, R) for a box given in the pixels of an (H, W) image, on the model's R×R nearest-neighbour grid.
+
+    A grid cell is in the box when its sample point (the source pixel `resize_grid` reads for it, i.e. its centre)
+    is: the same rule that turns a ground-truth mask into the training target, whose box the training sampler then
+    takes. Filling every cell the box merely touches (`box_guidance` on scaled coordinates) inflates the box by up
+    to a cell on each side, and the model, trained on tight boxes, draws a correspondingly fatter object (measured
+    on the demo model: predicted/true area 1.3-2.5x for objects of 1-5% of the image). At least one cell.
+    """
+    sx, sy = R / W, R / H
+    c0, c1 = math.ceil(x0 * sx - 0.5), math.ceil(x1 * sx - 0.5)
+    r0, r1 = math.ceil(y0 * sy - 0.5), math.ceil(y1 * sy - 0.5)
+    c0, r0 = min(max(c0, 0), R - 1), min(max(r0, 0), R - 1)
+    return box_guidance(c0, r0, max(c1, c0 + 1), max(r1, r0 + 1), R, R)
+
+
 def point_guidance(x: float, y: float, r: float, H: int, W: int) -> np.ndarray:
     """A gaussian blob centred on (x, y) with σ = r / 2, so G ≈ e⁻² ≈ 0.14 at distance r: `r` reads as the
     blob's visible radius. σ is at least half a pixel; the sampled blob is scaled to peak at exactly 1."""

@@ -14,7 +14,7 @@ import torch
 
 from smartmask.model.network import SmartMask
 from smartmask.model.sampling import sample_masks
-from smartmask.training.guidance import box_guidance
+from smartmask.training.guidance import box_on_grid
 from smartmask.training.samples import LayerIndex, SampleConfig, TrainingSampler
 
 
@@ -40,6 +40,8 @@ def box_guided_iou(model: SmartMask, lake: Path, dataset: str, version: str, sam
         masks = masks[:, 0].cpu().numpy()
         for i in range(len(b["obj"])):
             model_ious.append(iou(masks[i], b["target"][i]))
-            r = b["target"].shape[-1]  # the box as a user would give it, rasterised by the guidance code itself
-            box_ious.append(iou(box_guidance(*(np.asarray(b["box"][i]) * r).tolist(), r, r), b["target"][i]))
+            # The box as a user would give it (normalised image coordinates), on the model's grid by the same rule
+            # `suggest` uses: the cells whose centres it covers.
+            r = b["target"].shape[-1]
+            box_ious.append(iou(box_on_grid(*np.asarray(b["box"][i]).tolist(), 1, 1, r), b["target"][i]))
     return {"samples": n, "model_iou": float(np.mean(model_ious)), "box_iou": float(np.mean(box_ious))}
