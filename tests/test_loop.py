@@ -15,7 +15,7 @@ from smartmask.config import RebuildConfig, SynthConfig
 from smartmask.model.config import ModelConfig
 from smartmask.rebuild import rebuild
 from smartmask.synth import generate
-from smartmask.training.loop import InProcess, TrainConfig, average_gradients, run_training
+from smartmask.training.loop import InProcess, TrainConfig, average_gradients, ema_decay_at, run_training
 from smartmask.training.samples import SampleConfig
 
 TRAIN = TrainConfig(steps=4, batch_size=4, lr=1e-3, warmup_steps=1, checkpoint_every=2, val_every=2, val_batches=1,
@@ -155,3 +155,14 @@ def _avg_worker(rank: int, port: int, out: str) -> None:
     average_gradients([a, b], 2)
     save_file({"a": a.grad.contiguous(), "b": b.grad.contiguous()}, str(Path(out) / f"avg{rank}.safetensors"))
     torch.distributed.destroy_process_group()
+
+
+def test_ema_warms_up_so_the_initial_weights_fade():
+    """A constant 0.99 from step 0 would keep 0.99^300 ≈ 5% of the random init after 300 steps; the warm-up
+    keeps far less, and the configured decay is reached later and never exceeded."""
+    kept = 1.0
+    for s in range(300):
+        kept *= ema_decay_at(s, 0.99)
+    assert kept < 1e-3 < 0.99**300
+    assert ema_decay_at(0, 0.99) == 0.1 and ema_decay_at(10_000, 0.99) == 0.99
+    assert all(ema_decay_at(s, 0.99) <= ema_decay_at(s + 1, 0.99) for s in range(2000))
