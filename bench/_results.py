@@ -12,6 +12,7 @@ HERE = Path(__file__).resolve().parent
 
 def record(name: str, row: dict, lake: str | None = None) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    row = {"bench": name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} | row
     out = HERE / "results" / f"{name}-{stamp}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(row, indent=2))

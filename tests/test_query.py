@@ -333,3 +333,18 @@ def test_format_query_result(lake: Path) -> None:
     text = format_table(run_query(lake, "SELECT name, version, label FROM layers ORDER BY version, layer"))
     assert text.splitlines()[2].split() == ["toy", "|", "v1", "|", "sky"]
     assert text.endswith("(6 rows)")
+
+
+def test_bench_rows_from_different_benchmarks_share_one_view(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import _results
+
+    monkeypatch.setattr(_results, "HERE", tmp_path)  # the JSON copies go to a temp folder, not bench/results
+    _results.record("bench_a", {"ratio": 1.5}, lake=str(tmp_path / "lake"))
+    _results.record("bench_b", {"images_per_s": 230.0}, lake=str(tmp_path / "lake"))
+    rows = run_query(tmp_path / "lake", "SELECT bench, ratio, images_per_s, kind FROM bench ORDER BY bench").to_pylist()
+    assert rows == [{"bench": "bench_a", "ratio": 1.5, "images_per_s": None, "kind": "bench"},
+                    {"bench": "bench_b", "ratio": None, "images_per_s": 230.0, "kind": "bench"}]
+    assert run_query(tmp_path / "empty", "SELECT count(*) AS n FROM bench").to_pylist() == [{"n": 0}]

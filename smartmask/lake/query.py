@@ -58,6 +58,10 @@ def _dataset_view(table: str, schema: pa.Schema) -> LakeView:
 VIEWS: dict[str, LakeView] = {table: _dataset_view(table, schema) for table, schema in DATASET_TABLES.items()}
 VIEWS["models"] = LakeView("models/version=*/model.parquet", MODELS, ("version",))
 VIEWS["train_metrics"] = LakeView("runs/kind=train/run=*/metrics/*.parquet", TRAIN_METRICS, ("kind", "run"))
+# Benchmark rows (bench/_results.py `record(..., lake=)`): `bench` and `at` always; each benchmark adds its own
+# columns (union by name, NULL where another benchmark's row lacks them).
+VIEWS["bench"] = LakeView("runs/kind=bench/run=*/items.parquet", pa.schema([("bench", pa.string()), ("at", pa.string())]),
+                          ("kind", "run"))
 
 _GLOB_CHARS = set("*?[{")
 
