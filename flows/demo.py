@@ -55,7 +55,7 @@ def heldout_task(root: Path, model_version: str, dataset: str, dataset_version: 
     model, _ = load_model(root, model_version)
     sample = json.loads((model_dir(root, model_version) / "training.json").read_text())["sample"]
     try:
-        return box_guided_iou(model.eval(), root, dataset, dataset_version, SampleConfig(**sample), n_samples=96)
+        return box_guided_iou(model.eval(), root, dataset, dataset_version, SampleConfig(**sample), n_samples=64)
     except ValueError:  # too few scenes for a held-out split
         return None
 
@@ -67,7 +67,7 @@ def product_path_task(root: Path, model_version: str, dataset: str, dataset_vers
 
     lm = load_for_inference(root, model_version)
     try:
-        return product_path_check(lm.model.eval(), root, dataset, dataset_version, alpha=lm.alpha, n_items=12)
+        return product_path_check(lm.model.eval(), root, dataset, dataset_version, alpha=lm.alpha, n_items=10)
     except ValueError:  # too few scenes for a held-out split
         return None
 
