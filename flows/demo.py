@@ -85,6 +85,7 @@ def insert_task(root: Path, model_version: str, dataset: str, dataset_version: s
     from smartmask.inference.pipeline import load_for_inference, run_suggest, scene_layout
     from smartmask.inference.suggest import Control, SuggestConfig
     from smartmask.lake.layout import dataset_dir
+    from smartmask.training.guidance import mask_box
 
     items = heldout_targets(root, dataset, dataset_version, 1, min_area_frac=0.02, seed=7)
     if not items:
@@ -96,8 +97,7 @@ def insert_task(root: Path, model_version: str, dataset: str, dataset_version: s
     lm = load_for_inference(root, model_version)
     scene = scene_layout(image, lm, lake=root, layout_from=f"{dataset}@{dataset_version}:{it['image_id']}:{it['k']}",
                          segmenter=None)
-    ys, xs = np.nonzero(it["mask"])
-    control = Control("box", box=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)))
+    control = Control("box", box=tuple(float(v) for v in mask_box(it["mask"])))
     result = run_suggest(image, lm, scene, control, it["label"], it["caption"], SuggestConfig(n=4))
     cfg = InpaintConfig()
     res = insert_object(image, result.suggestions[0].mask_HW, it["label"], it["caption"], load_inpainter("synthetic"),

@@ -24,6 +24,14 @@ class MaskError(ValueError):
         self.detail = detail
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two decoded binary masks of the same shape (any dtype; nonzero = on); 1.0 when both are empty.
+    (`iou` below takes two RLEs.)"""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    union = np.count_nonzero(a | b)
+    return float(np.count_nonzero(a & b) / union) if union else 1.0
+
+
 def _to_str(rle: dict) -> dict:
     counts = rle["counts"]
     if isinstance(counts, bytes):

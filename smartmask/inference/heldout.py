@@ -24,13 +24,11 @@ import pyarrow.parquet as pq
 
 from smartmask import masks
 from smartmask.inference.layout import layout_from_lake, layout_image
+from smartmask.inference.paste import box_mask
 from smartmask.inference.suggest import Control, SuggestConfig, suggest
 from smartmask.lake.layout import dataset_dir
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return float(np.count_nonzero(a & b) / union) if union else 1.0
+from smartmask.masks import mask_iou
+from smartmask.training.guidance import mask_box
 
 
 def heldout_targets(lake: Path, dataset: str, version: str, n: int, min_area_frac: float = 0.02,
@@ -65,11 +63,6 @@ def heldout_targets(lake: Path, dataset: str, version: str, n: int, min_area_fra
     return out[:n]
 
 
-def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-
-
 def product_path_check(model, lake: Path, dataset: str, version: str, *, alpha: float, n_items: int = 12,
                        n: int = 4, seed: int = 0, per_image: int = 2) -> dict:
     """The three checks of the module docstring; all numbers at image resolution."""
@@ -86,22 +79,20 @@ def product_path_check(model, lake: Path, dataset: str, version: str, *, alpha: 
         scene, vocab = layout_from_lake(lake, f"{dataset}@{version}", it["image_id"], it["k"])
         H, W = it["mask"].shape
         layout = layout_image(scene, vocab, R)
-        b = _box(it["mask"])
+        b = mask_box(it["mask"])
         control = Control("box", box=tuple(float(v) for v in b))
         dpm = suggest(model, layout, control, it["label"], it["caption"], H, W, dpm_cfg, alpha=alpha)
-        ours.append(iou(dpm.suggestions[0].mask_HW, it["mask"]))
-        box_mask = np.zeros((H, W), bool)
-        box_mask[b[1] : b[3], b[0] : b[2]] = True
-        boxes.append(iou(box_mask, it["mask"]))
+        ours.append(mask_iou(dpm.suggestions[0].mask_HW, it["mask"]))
+        boxes.append(mask_iou(box_mask(b, H, W), it["mask"]))
         ddim = suggest(model, layout, control, it["label"], it["caption"], H, W, ddim_cfg, alpha=alpha)
         by_seed = {s.seed: s.mask_HW for s in dpm.suggestions}
         for s in ddim.suggestions:
-            dpm_gt.append(iou(by_seed[s.seed], it["mask"]))
-            ddim_gt.append(iou(s.mask_HW, it["mask"]))
-            between.append(iou(by_seed[s.seed], s.mask_HW))
+            dpm_gt.append(mask_iou(by_seed[s.seed], it["mask"]))
+            ddim_gt.append(mask_iou(s.mask_HW, it["mask"]))
+            between.append(mask_iou(by_seed[s.seed], s.mask_HW))
         free = suggest(model, layout, Control("none"), it["label"], it["caption"], H, W,
                        dataclasses.replace(dpm_cfg, n=max(2, n - 1)), alpha=alpha)
-        pairwise += [iou(a.mask_HW, c.mask_HW) for a, c in itertools.combinations(free.suggestions, 2)]
+        pairwise += [mask_iou(a.mask_HW, c.mask_HW) for a, c in itertools.combinations(free.suggestions, 2)]
     return {"items": len(items), "suggestions": n, "bbox_iou": float(np.mean(ours)), "box_iou": float(np.mean(boxes)),
             "maskfree_pairwise_iou": float(np.mean(pairwise)), "dpm20_iou": float(np.mean(dpm_gt)),
             "ddim50_iou": float(np.mean(ddim_gt)), "dpm_vs_ddim_iou": float(np.mean(between))}

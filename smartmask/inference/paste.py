@@ -25,6 +25,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from smartmask.training.guidance import box_pixels, mask_box
+
 _ROWS_PER_CHUNK = 256  # blend rows at a time: the uint16 temporaries stay ~ 256 x width x 3 x 2 bytes
 
 
@@ -43,11 +45,10 @@ class Crop:
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1), exclusive ends, of a non-empty bool mask (row/column reductions only: no index arrays)."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if not len(rows):
+    box = mask_box(mask)
+    if box is None:
         raise ValueError("mask is empty: nothing to inpaint")
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+    return box
 
 
 def box_mask(box: tuple[float, float, float, float], H: int, W: int) -> np.ndarray:
@@ -62,8 +63,9 @@ def box_mask(box: tuple[float, float, float, float], H: int, W: int) -> np.ndarr
         raise ValueError(f"box {box!r} has a non-finite coordinate")
     if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
         raise ValueError(f"box {box!r} is empty or not inside the {W}x{H} image (need 0 <= x0 < x1 <= W, same for y)")
+    c0, r0, c1, r1 = box_pixels(x0, y0, x1, y1, H, W)
     m = np.zeros((H, W), dtype=bool)
-    m[math.floor(y0) : math.ceil(y1), math.floor(x0) : math.ceil(x1)] = True
+    m[r0:r1, c0:c1] = True
     return m
 
 

@@ -86,9 +86,9 @@ def write_suggestions(out_dir: Path, image_HWC: np.ndarray, result: SuggestResul
     records = []
     for s in result.suggestions:
         save_png(out_dir / f"mask-{s.rank}.png", s.mask_HW)
-        rec = request | s.record() | {"mask": f"mask-{s.rank}.png"}
-        write_json_atomic(rec, out_dir / f"suggestion-{s.rank}.json")
-        records.append(s.record() | {"mask": f"mask-{s.rank}.png"})
+        rec = s.record() | {"mask": f"mask-{s.rank}.png"}
+        write_json_atomic(request | rec, out_dir / f"suggestion-{s.rank}.json")
+        records.append(rec)
     save_png(out_dir / "overlay.png", overlay_preview(image_HWC, [s.mask_HW for s in result.suggestions]))
     save_png(out_dir / "layout.png", np.clip(np.rint(result.layout_R3 * 255), 0, 255).astype(np.uint8))
     summary = request | {"suggestions": records, "duplicates_dropped": result.duplicates,

@@ -29,14 +29,21 @@ IoU ≥ `dedupe_iou` are duplicates: the lower-ranked one is dropped and counted
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from smartmask.inference.images import BadInput
-from smartmask.training.guidance import ALPHA, apply_guidance, box_on_grid, point_guidance
+from smartmask.masks import mask_iou
+from smartmask.training.guidance import (
+    ALPHA,
+    apply_guidance,
+    box_on_grid,
+    box_pixels,
+    mask_box,
+    point_guidance,
+)
 
 CONTROLS = ("none", "box", "point", "scribble")
 
@@ -119,11 +126,7 @@ class Control:
 
     def bound_HW(self, H: int, W: int) -> tuple[int, int, int, int] | None:
         """The pixel box (c0, r0, c1, r1) a box control confines suggestions to (the pixels `box_guidance` fills)."""
-        if self.kind != "box":
-            return None
-        x0, y0, x1, y1 = self.box
-        c0, r0 = max(0, math.floor(x0)), max(0, math.floor(y0))
-        return c0, r0, min(W, max(math.ceil(x1), c0 + 1)), min(H, max(math.ceil(y1), r0 + 1))
+        return box_pixels(*self.box, H, W) if self.kind == "box" else None
 
     def describe(self) -> dict:
         if self.kind == "box":
@@ -146,10 +149,9 @@ class Suggestion:
 
     def record(self) -> dict:
         H, W = self.mask_HW.shape
-        ys, xs = np.nonzero(self.mask_HW)
-        box = None if self.empty else [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+        box = mask_box(self.mask_HW)
         return {"rank": self.rank, "seed": self.seed, "score": round(self.score, 6),
-                "confidence": round(self.confidence, 6), "empty": self.empty, "bbox": box,
+                "confidence": round(self.confidence, 6), "empty": self.empty, "bbox": None if box is None else list(box),
                 "area_fraction": round(float(self.mask_HW.sum()) / (H * W), 6)}
 
 
@@ -208,7 +210,7 @@ def rank_and_dedupe(probs_NRR: np.ndarray, threshold: float, dedupe_iou: float) 
     kept: list[tuple] = []
     dups = 0
     for j in order:
-        if any(_iou(hard[j], hard[i]) >= dedupe_iou for i, _, _ in kept):
+        if any(mask_iou(hard[j], hard[i]) >= dedupe_iou for i, _, _ in kept):
             dups += 1
             continue
         kept.append((j, float(agree[j]) if n > 1 else float(conf[j]), float(conf[j])))
@@ -224,16 +226,11 @@ def _cut(mask_HW: np.ndarray, bound: tuple[int, int, int, int]) -> np.ndarray:
 
 def _confidence(p_RR: np.ndarray, hard: np.ndarray) -> float:
     """Mean |2p − 1| over the mask's bounding box (the whole grid for an empty mask): how decided the model is."""
-    m = hard.reshape(p_RR.shape)
-    if m.any():
-        ys, xs = np.nonzero(m)
-        p_RR = p_RR[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    box = mask_box(hard.reshape(p_RR.shape))
+    if box is not None:
+        x0, y0, x1, y1 = box
+        p_RR = p_RR[y0:y1, x0:x1]
     return float(np.abs(2.0 * p_RR - 1.0).mean())
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return float(np.count_nonzero(a & b) / union) if union else 1.0
 
 
 def to_image(p_RR: np.ndarray, H: int, W: int, threshold: float = 0.5) -> np.ndarray:

@@ -64,10 +64,15 @@ def apply_guidance(layout_HWC: np.ndarray, g_HW: np.ndarray, alpha: float = ALPH
 # From user input (inference). The training generators below call these.
 
 
-def box_guidance(x0: float, y0: float, x1: float, y1: float, H: int, W: int) -> np.ndarray:
-    """The box filled with 1: every pixel the box [x0, x1) × [y0, y1) touches (at least one pixel), clipped."""
+def box_pixels(x0: float, y0: float, x1: float, y1: float, H: int, W: int) -> tuple[int, int, int, int]:
+    """(c0, r0, c1, r1), exclusive ends: every pixel the box [x0, x1) × [y0, y1) touches (at least one), clipped."""
     c0, r0 = max(0, math.floor(x0)), max(0, math.floor(y0))
-    c1, r1 = min(W, max(math.ceil(x1), c0 + 1)), min(H, max(math.ceil(y1), r0 + 1))
+    return c0, r0, min(W, max(math.ceil(x1), c0 + 1)), min(H, max(math.ceil(y1), r0 + 1))
+
+
+def box_guidance(x0: float, y0: float, x1: float, y1: float, H: int, W: int) -> np.ndarray:
+    """The box filled with 1: every pixel the box [x0, x1) × [y0, y1) touches (`box_pixels`)."""
+    c0, r0, c1, r1 = box_pixels(x0, y0, x1, y1, H, W)
     g = np.zeros((H, W), np.float32)
     g[r0:r1, c0:c1] = 1.0
     return g

@@ -12,16 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from smartmask.masks import mask_iou as iou
 from smartmask.model.network import SmartMask
 from smartmask.model.sampling import sample_masks
 from smartmask.training.guidance import box_on_grid
 from smartmask.training.samples import LayerIndex, SampleConfig, TrainingSampler
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(bool), b.astype(bool)
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 1.0
 
 
 def box_guided_iou(model: SmartMask, lake: Path, dataset: str, version: str, sample_cfg: SampleConfig,
