@@ -7,6 +7,7 @@ checkpoints, reporting) to the library's `Executor` and calls `smartmask.trainin
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from smartmask.training.samples import SampleConfig
 
 
 class RayExecutor:
-    def __init__(self):
+    def __init__(self, work_dir: Path):
         import ray.train
 
+        self.work_dir = work_dir
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
         self._manual_sync = False
@@ -57,13 +59,20 @@ class RayExecutor:
         import ray.train
 
         ckpt = ray.train.get_checkpoint()  # the last reported one: after a worker failure or a rerun of the run id
-        return Path(ckpt.to_directory()) if ckpt else None
+        if ckpt is None:
+            return None
+        # A copy inside this worker's work dir (removed with it), not Ray's default `checkpoint_tmp_*` in /tmp.
+        return Path(ckpt.to_directory(str(self.work_dir / "resumed")))
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         import ray.train
 
+        # SYNC upload copies the checkpoint into the run's storage before returning; the local copy is then
+        # redundant, and keeping every one filled the CI machine's disk (~150 MB per training run).
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint_dir))
-                         if checkpoint_dir else None)
+                         if checkpoint_dir else None,
+                         checkpoint_upload_mode=ray.train.CheckpointUploadMode.SYNC,
+                         delete_local_checkpoint_after_upload=checkpoint_dir is not None)
 
     def any_rank(self, flag: bool) -> bool:
         if self.world_size == 1 or not torch.distributed.is_initialized():
@@ -74,10 +83,21 @@ class RayExecutor:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    run_training(model_cfg=ModelConfig.from_dict(config["model"]), sample_cfg=SampleConfig(**config["sample"]),
-                 train_cfg=TrainConfig(**config["train"]), lake=Path(config["lake"]), dataset=config["dataset"],
-                 dataset_version=config["dataset_version"], run_dir=Path(config["run_dir"]), ex=RayExecutor(),
-                 work_dir=Path(tempfile.mkdtemp(prefix="smartmask-ckpt-")))
+    import ray.train
+
+    # Scratch for checkpoints before Ray copies them into the run's storage: local disk, one dir per run and
+    # rank, so a replacement for a SIGKILLed worker (same run, same rank) clears what the dead one left behind.
+    run_id = Path(config["run_dir"]).name.removeprefix("run=")
+    work = Path(tempfile.gettempdir()) / f"smartmask-ckpt-{run_id}-rank{ray.train.get_context().get_world_rank()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        run_training(model_cfg=ModelConfig.from_dict(config["model"]), sample_cfg=SampleConfig(**config["sample"]),
+                     train_cfg=TrainConfig(**config["train"]), lake=Path(config["lake"]), dataset=config["dataset"],
+                     dataset_version=config["dataset_version"], run_dir=Path(config["run_dir"]),
+                     ex=RayExecutor(work), work_dir=work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @task(name="fit", cache_policy=NO_CACHE)

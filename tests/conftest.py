@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="smartmask-prefect-"))
+if "PREFECT_HOME" not in os.environ:  # a throwaway Prefect home (its SQLite database), removed at exit
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="smartmask-prefect-")
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], True)
 os.environ.pop("SMARTMASK_LAKE", None)
 
 import numpy as np  # noqa: E402

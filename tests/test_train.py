@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -92,7 +93,13 @@ def test_sigkill_then_same_run_id_resumes_from_last_checkpoint(lake):
     assert steps.to_pylist()[-1] == STEPS
 
 
+def _scratch_dirs() -> set[str]:
+    tmp = Path(tempfile.gettempdir())
+    return {p.name for p in [*tmp.glob("smartmask-ckpt-*"), *tmp.glob("checkpoint_tmp_*")]}
+
+
 def test_a_killed_worker_is_replaced_and_training_completes(lake):
+    scratch_before = _scratch_dirs()
     proc = _train(lake, "workerloss")
     registered = _wait_for_checkpoint(lake, "workerloss", proc, n=2)
     workers = _ray_train_workers()
@@ -104,3 +111,5 @@ def test_a_killed_worker_is_replaced_and_training_completes(lake):
     assert len(starts) >= 2 and starts[-1] >= registered > 0, (starts, registered)  # resumed, not from zero
     version = out.strip().splitlines()[-1]
     assert run_query(lake, "SELECT steps FROM models WHERE version = ?", [version]).to_pylist() == [{"steps": STEPS}]
+    # Local checkpoint scratch is gone, the killed worker's included (its replacement cleared and removed it).
+    assert _scratch_dirs() - scratch_before == set()
