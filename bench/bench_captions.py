@@ -14,7 +14,9 @@ smoke run of the same code, not a measurement). Results go to bench/results/.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -82,6 +84,7 @@ def bench_instructblip(model: str | None, tiny: bool, n_images: int) -> dict:
     from smartmask.captioning.instructblip import InstructBlipCaptioner
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-blip-"))
+    atexit.register(shutil.rmtree, tmp, True)  # several GB of weights/checkpoints otherwise left in /tmp
     label = model or ("tiny" if tiny else "random-init full-size (default InstructBlipConfig)")
     if model is None:
         if tiny:

@@ -15,7 +15,9 @@ torch's intra-op threading. Results go to bench/results/.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -55,6 +57,7 @@ def main() -> None:
     from tasks.train import fit_task
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    atexit.register(shutil.rmtree, tmp, True)  # several GB of weights/checkpoints otherwise left in /tmp
     generate(tmp / "w", 60, 0, SynthConfig(width=320, height=240, min_things=6, max_things=12), workers=2)
     m = rebuild(f"cocoa:{tmp / 'w' / 'annotations.json'}", tmp / "w" / "images", "b", tmp / "lake", RebuildConfig())
     lake, version = tmp / "lake", m["version"]

@@ -22,8 +22,10 @@ GPU's dense bf16 peak) and ours/baseline throughput. Targets on an H100: ratio >
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -122,7 +124,9 @@ def main() -> None:
     print(f"diffusers {diffusers.__version__} from {Path(diffusers.__file__).parent}; torch {torch.__version__}; "
           f"device {torch.cuda.get_device_name(0) if dev.type == 'cuda' else 'cpu'}")
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
-    base = sd15_random_dir(Path(tempfile.mkdtemp(prefix="sd15-random-")), tiny=a.cpu_smoke)
+    scratch = Path(tempfile.mkdtemp(prefix="sd15-random-"))
+    atexit.register(shutil.rmtree, scratch, True)
+    base = sd15_random_dir(scratch, tiny=a.cpu_smoke)
 
     # ours
     model = SmartMask.build(ModelConfig.sd15(str(base), resolution=res)).to(dev).train()
