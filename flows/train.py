@@ -46,8 +46,13 @@ def train(dataset: str, preset: str = "tiny", base_model: str | None = None, wor
         # Measured on the demo world (300 steps) against a box inflated to every grid cell it touches (the old,
         # unfair baseline): targets >= 1% gave held-out IoU 0.49 vs 0.41; with every target (>= 16 px) 0.33 vs
         # 0.35. Against the tight box (`box_on_grid`), targets >= 1%: 0.50 vs 0.54.
+        # Box-heavy guidance mix (none / box / blob / scribble = 0.1 / 0.6 / 0.15 / 0.15): a box is the control
+        # users give most (`suggest --bbox`), and a few minutes of CPU training cannot learn all four equally well.
+        # At an equal 150 s budget, held-out box-guided IoU 0.511 vs 0.478 with the even mix; with the tiny
+        # preset's high-noise timestep skew as well, 0.557 vs the tight box's 0.543 (4 seeds x 91 samples).
         model_cfg = ModelConfig.tiny()
-        sample_cfg = dataclasses.replace(SampleConfig.tiny(), min_target_area=_one_percent(root, name, version))
+        sample_cfg = dataclasses.replace(SampleConfig.tiny(), min_target_area=_one_percent(root, name, version),
+                                         guidance_mix=(0.1, 0.6, 0.15, 0.15))
         train_cfg = TrainConfig(steps=2000, batch_size=32, lr=1e-3, warmup_steps=20, checkpoint_every=50,
                                 val_every=50, ema_decay=0.99)
     elif preset == "sd15":

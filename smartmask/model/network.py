@@ -214,6 +214,16 @@ def _rand(shape, generator: torch.Generator | None, device) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=gdev).to(device)
 
 
+def draw_timesteps(B: int, T: int, power: float, generator: torch.Generator | None, device) -> torch.Tensor:
+    """(B,) training timesteps in [0, T): floor(u^power * T), u uniform; power 1 is the plain uniform draw,
+    power < 1 skews towards high noise (see ModelConfig.timestep_power)."""
+    gen_device = generator.device if generator is not None else device
+    if power == 1.0:
+        return torch.randint(0, T, (B,), generator=generator, device=gen_device).to(device)
+    u = torch.rand((B,), generator=generator, device=gen_device)
+    return (u.pow(power) * T).long().clamp_(0, T - 1).to(device)
+
+
 class SmartMask(nn.Module):
     """U-Net + layout encoder E_phi (trainable); CLIP text encoder, tokenizer and (sd15) VAE (frozen)."""
 
@@ -428,8 +438,7 @@ class SmartMask(nn.Module):
         layout, target, obj, context = self._check_batch(batch)
         B = layout.shape[0]
         dev = self.device
-        t = torch.randint(0, self.config.num_train_timesteps, (B,), generator=generator,
-                          device=generator.device if generator is not None else dev).to(dev)
+        t = draw_timesteps(B, self.config.num_train_timesteps, self.config.timestep_power, generator, dev)
         shape = (B, self.latent_channels, self.latent_size, self.latent_size)
         noise = _randn(shape, generator, dev)
         keep_text = _rand((B,), generator, dev) >= self.config.text_dropout
