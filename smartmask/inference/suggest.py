@@ -8,8 +8,9 @@ Controls (paper Fig. 4), all turned into G by the same functions the training sa
   scribble  `--scribble PNG` of the image's size: any pixel > 127 in any channel is part of the scribble
 Coordinates map to the model's R×R grid by the same aspect-changing resize as the layout (samples.py explains why),
 so x scales by R/W and y by R/H; a box covers the grid cells whose centres it contains (`box_on_grid`: the rule
-that made the training targets and their boxes), not every cell it touches. A scribble is shrunk with "any pixel of the cell" pooling, so a 1-pixel stroke on
-a 4000-pixel-wide photo does not vanish between nearest-neighbour samples.
+that made the training targets and their boxes), not every cell it touches. A scribble is shrunk with "any pixel
+of the cell" pooling, so a 1-pixel stroke on a 4000-pixel-wide photo does not vanish between nearest-neighbour
+samples.
 
 Back to the image: the soft masks (probabilities at R×R) are resized to (H, W) with bicubic interpolation and
 thresholded there, so the edge is a smooth curve through the model's probability field, not R×R staircase blocks.
@@ -125,7 +126,7 @@ class Control:
         return np.zeros((R, R), np.float32)
 
     def bound_HW(self, H: int, W: int) -> tuple[int, int, int, int] | None:
-        """The pixel box (c0, r0, c1, r1) a box control confines suggestions to (the pixels `box_guidance` fills)."""
+        """The pixel box (c0, r0, c1, r1) a box control confines suggestions to (every pixel it touches: `box_pixels`)."""
         return box_pixels(*self.box, H, W) if self.kind == "box" else None
 
     def describe(self) -> dict:
