@@ -31,6 +31,8 @@ SeedOpt = Annotated[int, typer.Option("--seed")]
 StepsOpt = Annotated[int, typer.Option("--steps", min=1)]
 SchedOpt = Annotated[str, typer.Option("--scheduler", help="dpm | ddim")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu | cuda (default: cuda when available)")]
+LooseOpt = Annotated[bool, typer.Option(
+    "--loose-box", help="--bbox only bounds the object: cut suggestions to it instead of stretching them onto it")]
 
 
 def _errors():
@@ -43,7 +45,7 @@ def _errors():
 
 
 def _suggest_job(image, obj, context, bbox, point, scribble, n, layout_from, segmenter, model, lake, seed, steps,
-                 scheduler, device):
+                 scheduler, device, loose_box=False):
     """Shared by suggest and insert: the loaded image, the model, the layout, the control and the suggestions."""
     from smartmask.inference.images import BadInput, load_image, load_mask
     from smartmask.inference.pipeline import load_for_inference, request_record, run_suggest, scene_layout
@@ -59,7 +61,7 @@ def _suggest_job(image, obj, context, bbox, point, scribble, n, layout_from, seg
     H, W = pixels.shape[:2]
     scribble_HW = load_mask(scribble, (H, W)) if scribble is not None else None
     control = Control.parse(H, W, bbox=bbox, point=point, scribble_HW=scribble_HW)
-    cfg = SuggestConfig(n=n, steps=steps, scheduler=scheduler, seed=seed)
+    cfg = SuggestConfig(n=n, steps=steps, scheduler=scheduler, seed=seed, fit_box=not loose_box)
     lm = load_for_inference(root, model, device=device)
     scene = scene_layout(pixels, lm, lake=root, layout_from=layout_from, segmenter=segmenter, device=device)
     result = run_suggest(pixels, lm, scene, control, obj, context, cfg)
@@ -79,12 +81,14 @@ def suggest(image: Annotated[Path, typer.Argument(help="The image to insert into
             bbox: BboxOpt = None, point: PointOpt = None, scribble: ScribbleOpt = None, n: NOpt = 4,
             layout_from: LayoutOpt = None, segmenter: SegOpt = None, model: ModelOpt = None, lake: LakeOpt = None,
             out: Annotated[Path | None, typer.Option("--out", help="output folder (default: a run in the lake)")] = None,
-            seed: SeedOpt = 0, steps: StepsOpt = 20, scheduler: SchedOpt = "dpm", device: DeviceOpt = None) -> None:
+            seed: SeedOpt = 0, steps: StepsOpt = 20, scheduler: SchedOpt = "dpm", device: DeviceOpt = None,
+            loose_box: LooseOpt = False) -> None:
     """N mask suggestions for inserting --object into IMAGE: mask PNGs, an overlay preview, a JSON record each."""
     _offline_defaults()
     try:
         root, pixels, _, result, request = _suggest_job(image, obj, context, bbox, point, scribble, n, layout_from,
-                                                        segmenter, model, lake, seed, steps, scheduler, device)
+                                                        segmenter, model, lake, seed, steps, scheduler, device,
+                                                        loose_box)
     except _errors() as e:
         raise _bad_input(str(e)) from None
     from smartmask.inference.pipeline import write_suggestions
@@ -115,7 +119,7 @@ def insert(image: Annotated[Path, typer.Argument(help="The image to insert into"
            n: NOpt = 4, layout_from: LayoutOpt = None, segmenter: SegOpt = None, model: ModelOpt = None,
            lake: LakeOpt = None, seed: SeedOpt = 0, steps: StepsOpt = 20, scheduler: SchedOpt = "dpm",
            inpaint_steps: Annotated[int | None, typer.Option("--inpaint-steps", min=1)] = None,
-           device: DeviceOpt = None) -> None:
+           device: DeviceOpt = None, loose_box: LooseOpt = False) -> None:
     """Insert --object into IMAGE inside a SmartMask suggestion (or --mask / the box baseline); pixels outside the
     dilated mask stay bit-identical to the input."""
     _offline_defaults()
@@ -155,7 +159,8 @@ def insert(image: Annotated[Path, typer.Argument(help="The image to insert into"
                 raise BadInput("the mask is empty: nothing to inpaint")
         else:
             _, pixels, _, result, request = _suggest_job(image, obj, context, bbox, point, scribble, n, layout_from,
-                                                         segmenter, model, lake, seed, steps, scheduler, device)
+                                                         segmenter, model, lake, seed, steps, scheduler, device,
+                                                         loose_box)
             write_suggestions(out, pixels, result, request)
             if pick > len(result.suggestions):
                 raise BadInput(f"--pick {pick}: only {len(result.suggestions)} distinct suggestion(s)")

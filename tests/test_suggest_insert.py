@@ -20,10 +20,12 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from smartmask.config import RebuildConfig, SynthConfig
+from smartmask.inference.suggest import fit_to_box
 from smartmask.model.config import ModelConfig
 from smartmask.rebuild import rebuild
 from smartmask.registry import register
 from smartmask.synth import generate
+from smartmask.training.guidance import mask_box
 from smartmask.training.loop import InProcess, TrainConfig, config_dict, run_training
 from smartmask.training.samples import SampleConfig
 
@@ -96,10 +98,44 @@ def test_suggest_controls_on_a_ground_truth_layout(world, tmp_path, control):
     summary = json.loads((out / "suggest.json").read_text())
     assert summary["control"]["kind"] == ("box" if control == "bbox" else control)
     assert summary["layout_source"] == f"ground-truth:synth@{world['version']}:1:2"
-    if control == "bbox":  # a box bounds the suggestion
+    if control == "bbox":  # a box bounds the suggestion, and each one is stretched onto it (the tight-box default)
+        assert summary["fit_box"] is True
         for s in summary["suggestions"]:
             m = np.asarray(Image.open(out / s["mask"])) > 0
             assert not m[:, :40].any() and not m[:, 90:].any() and not m[:30].any() and not m[110:].any()
+            if not s["empty"]:
+                x0, y0, x1, y1 = s["bbox"]
+                assert abs(x0 - 40) <= 1 and abs(y0 - 30) <= 1 and abs(x1 - 90) <= 1 and abs(y1 - 110) <= 1
+
+
+def test_loose_box_only_cuts_suggestions_to_the_box(world, tmp_path):
+    common = ["suggest", world["image"], "--object", "dog", "--context", "a dog", "--layout-from",
+              f"synth@{world['version']}:1:2", "--lake", world["lake"], "--n", "2", "--steps", "3",
+              "--bbox", "40,30,90,110"]
+    tight = _ok(_run(*common, "--out", tmp_path / "tight"))
+    loose = _ok(_run(*common, "--loose-box", "--out", tmp_path / "loose"))
+    assert json.loads((loose / "suggest.json").read_text())["fit_box"] is False
+    for a, b in zip(json.loads((tight / "suggest.json").read_text())["suggestions"],
+                    json.loads((loose / "suggest.json").read_text())["suggestions"], strict=True):
+        cut = np.asarray(Image.open(loose / b["mask"])) > 0
+        fitted = np.asarray(Image.open(tight / a["mask"])) > 0
+        assert not cut[:, :40].any() and not cut[:, 90:].any() and not cut[:30].any() and not cut[110:].any()
+        if a["seed"] == b["seed"] and not b["empty"]:
+            assert np.array_equal(fitted, fit_to_box(cut, (40, 30, 90, 110)))
+
+
+def test_fit_to_box_stretches_the_mask_onto_the_box():
+    m = np.zeros((60, 80), bool)
+    m[20:30, 30:40] = True  # a 10x10 square inside the box
+    m[25, 40:44] = True  # and a 1-pixel-high arm to its right
+    out = fit_to_box(m, (10, 5, 70, 55))  # a 60x50 box
+    assert mask_box(out) == (10, 5, 70, 55)
+    assert not out[:5].any() and not out[55:].any() and not out[:, :10].any() and not out[:, 70:].any()
+    # the shape is kept: the square fills most of the box, the arm becomes a stretched band on the right
+    assert out[5:55, 10:52].mean() > 0.95 and out[5:55, 58:70].mean() < 0.3
+    assert not fit_to_box(np.zeros((60, 80), bool), (10, 5, 70, 55)).any()
+    big = np.ones((60, 80), bool)  # larger than the box: shrunk into it, not cut
+    assert mask_box(fit_to_box(big, (10, 5, 70, 55))) == (10, 5, 70, 55)
 
 
 def test_insert_keeps_every_pixel_outside_the_dilated_mask(world, tmp_path):

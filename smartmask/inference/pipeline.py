@@ -105,4 +105,5 @@ def request_record(image_path: str | os.PathLike, image_HWC: np.ndarray, lm: Loa
             "unknown_regions": scene.unknown, "unknown_labels": list(scene.unknown_labels),
             "control": control.describe(), "n": cfg.n, "steps": cfg.steps, "scheduler": cfg.scheduler,
             "seed": cfg.seed, "layout_scale": cfg.layout_scale, "text_scale": cfg.text_scale,
+            "threshold": cfg.threshold, "fit_box": cfg.fit_box,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -16,10 +16,15 @@ Back to the image: the soft masks (probabilities at R×R) are resized to (H, W) 
 thresholded there, so the edge is a smooth curve through the model's probability field, not R×R staircase blocks.
 That work is uint8 (one byte per pixel), so a 4000×3000 photo costs 12 MB per suggestion, not a float image.
 
-A box is a hard bound: with `--bbox`, every suggestion is cut to the box at image resolution. The user said "in
-here"; the model's 32- or 64-cell grid can only place the object's edge to within a cell, and where that cell
-straddles the box's edge the user's exact coordinates are the better information (SAM-style box prompts behave
-the same way). A point or a scribble is soft guidance and bounds nothing.
+A box is the object's tight bounding box, as in training (G is drawn from the target's own box): with `--bbox`,
+every suggestion is cut to it and then fitted to it at image resolution, i.e. stretched from its own bounding box
+onto the user's, so it touches all four sides. The model's 32- or 64-cell grid can only place the object's edge to within a cell (on a
+640-pixel-wide photo, 20 pixels), and the user's exact coordinates are the better information; the shape inside is
+the model's. Measured with the demo's model on the demo world (rank-1 of 4, image resolution): IoU with the ground
+truth 0.603 fitted vs 0.590 only cut to the box on 60 training-split targets, 0.557 vs 0.525 on 19 held-out ones.
+`SuggestConfig(fit_box=False)` (CLI `--loose-box`) treats the box as a bound only: suggestions are cut to it, not
+stretched, for a user whose box is a rough region rather than the object's extent. A point or a scribble is soft
+guidance and bounds nothing.
 
 Ranking: the N samples come from N seeds in one batch. A suggestion's score is its agreement with the others (mean
 soft IoU), so the placement the model keeps coming back to ranks first; with one sample, or as a tie-break, the
@@ -59,6 +64,7 @@ class SuggestConfig:
     seed: int = 0
     threshold: float = 0.5
     dedupe_iou: float = 0.9
+    fit_box: bool = True  # a --bbox is the object's tight box: stretch each suggestion onto it (False: cut only)
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.steps < 1:
@@ -190,7 +196,10 @@ def suggest(model, layout_R3: np.ndarray, control: Control, obj: str, context: s
     for i, (j, score, conf) in enumerate(kept):
         mask = to_image(probs_NRR[j], H, W, cfg.threshold)
         if bound is not None:
+            # Cut first: what lies outside the box is not the object; then stretch what is left onto it.
             mask = _cut(mask, bound)
+            if cfg.fit_box:
+                mask = fit_to_box(mask, bound)
         out.append(Suggestion(rank=i + 1, seed=cfg.seed + j, mask_HW=mask, score=score, confidence=conf,
                               empty=not mask.any()))
     return SuggestResult(tuple(out), dups, guided, time.perf_counter() - t0)
@@ -222,6 +231,24 @@ def _cut(mask_HW: np.ndarray, bound: tuple[int, int, int, int]) -> np.ndarray:
     c0, r0, c1, r1 = bound
     out = np.zeros_like(mask_HW)
     out[r0:r1, c0:c1] = mask_HW[r0:r1, c0:c1]
+    return out
+
+
+def fit_to_box(mask_HW: np.ndarray, bound: tuple[int, int, int, int]) -> np.ndarray:
+    """bool (H, W) → bool (H, W) stretched onto `bound` (c0, r0, c1, r1; exclusive ends): the crop of the mask's own
+    bounding box resized to the box (bilinear on 0/255, then > 127, so edges stay smooth; a one-pixel sliver at
+    the crop's edge can fall below that when the crop shrinks). Nothing outside the box; an empty mask stays
+    empty. Only the crop and the box are resized, so a 4000×3000 photo costs two box-sized uint8 arrays."""
+    from PIL import Image
+
+    own = mask_box(mask_HW)
+    if own is None:
+        return np.zeros_like(mask_HW)
+    x0, y0, x1, y1 = own
+    c0, r0, c1, r1 = bound
+    crop = Image.fromarray(mask_HW[y0:y1, x0:x1].astype(np.uint8) * 255, mode="L")
+    out = np.zeros_like(mask_HW)
+    out[r0:r1, c0:c1] = np.asarray(crop.resize((c1 - c0, r1 - r0), Image.Resampling.BILINEAR)) > 127
     return out
 
 
