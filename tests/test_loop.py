@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,18 @@ from safetensors.torch import load_file, save_file
 
 from smartmask.config import RebuildConfig, SynthConfig
 from smartmask.model.config import ModelConfig
+from smartmask.model.network import SmartMask
 from smartmask.rebuild import rebuild
 from smartmask.synth import generate
-from smartmask.training.loop import InProcess, TrainConfig, average_gradients, ema_decay_at, run_training
+from smartmask.training.loop import (
+    InProcess,
+    TrainConfig,
+    _autocast,
+    average_gradients,
+    ema_decay_at,
+    native_cpu_bf16,
+    run_training,
+)
 from smartmask.training.samples import SampleConfig
 
 TRAIN = TrainConfig(steps=4, batch_size=4, lr=1e-3, warmup_steps=1, checkpoint_every=2, val_every=2, val_batches=1,
@@ -166,3 +176,27 @@ def test_ema_warms_up_so_the_initial_weights_fade():
     assert kept < 1e-3 < 0.99**300
     assert ema_decay_at(0, 0.99) == 0.1 and ema_decay_at(10_000, 0.99) == 0.99
     assert all(ema_decay_at(s, 0.99) <= ema_decay_at(s + 1, 0.99) for s in range(2000))
+
+
+def test_cpu_bf16_autocast_is_explicit_or_detected_and_reaches_the_loop(lake, tmp_path):
+    root, version = lake
+    torch.manual_seed(0)
+    model = SmartMask.build(ModelConfig.tiny())
+    x = torch.randn(2, 1, 32, 32)
+    feats = model.encode_layout(torch.rand(2, 3, 32, 32))
+    text = model.encode_text(["dog", "car"], ["a park", "a street"])
+    t = torch.tensor([10, 900])
+    cpu = torch.device("cpu")
+    dtypes = {}
+    for flag in (True, False, None):
+        with _autocast(cpu, flag):
+            dtypes[flag] = model.predict(x, t, feats, text).dtype
+    assert dtypes[True] == torch.bfloat16 and dtypes[False] == torch.float32
+    assert dtypes[None] == (torch.bfloat16 if native_cpu_bf16() else torch.float32)
+    # The loop uses the flag: the same 4 steps end at different (fp32, finite) weights with and without bf16.
+    weights = {}
+    for flag in (True, False):
+        _train(root, version, f"bf16-{flag}", InProcess(), tmp_path / str(flag), replace(TRAIN, cpu_bf16=flag))
+        weights[flag] = load_file(tmp_path / str(flag) / "ckpt-00000004" / "trainable.safetensors")
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights[True].values())
+    assert any(not torch.equal(weights[True][k], weights[False][k]) for k in weights[True])

@@ -2,7 +2,7 @@
 
 The loop talks to whatever runs it only through `Executor` (rank, world size, device, model wrapping, the
 checkpoint to resume from, and reporting). Everything else — sampling, CFG dropout, AdamW, EMA, gradient
-accumulation, bf16 autocast on GPU, safetensors checkpoints, validation loss, the loss curve in the lake — is here.
+accumulation, bf16 autocast (GPUs, and CPUs with native bf16), safetensors checkpoints, validation loss, the loss curve in the lake — is here.
 
 Data: step s draws its global batch from `np.random.default_rng([seed, s])`, and rank r takes its slice, so the
 batch a step sees is the same for 1 or N workers and after a resume (a resumed run repeats no sample and skips none).
@@ -45,6 +45,8 @@ class TrainConfig:
     time_budget_s: float | None = None  # stop early (at a checkpoint) once this much wall time is used
     seed: int = 0
     threads_per_worker: int | None = None  # CPU: torch threads per worker (None: leave torch's default)
+    # CPU bf16 autocast: None = on where the worker's CPU computes bf16 natively (AVX512-BF16 or AMX), else off.
+    cpu_bf16: bool | None = None
 
     @classmethod
     def tiny(cls) -> TrainConfig:
@@ -125,6 +127,25 @@ def average_gradients(params: list[torch.Tensor], world_size: int) -> None:
         n = p.numel()
         p.grad = flat[offset : offset + n].view_as(p).clone()
         offset += n
+
+
+def native_cpu_bf16() -> bool:
+    """True where this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX), so oneDNN's bf16 kernels beat fp32."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def _autocast(device: torch.device, cpu_bf16: bool | None):
+    """bf16 autocast on GPUs; on CPUs only with native bf16 (`cpu_bf16` None: detected on the worker itself).
+
+    Without those instructions CPU bf16 is emulated and slower than fp32. With them (this machine's AMD EPYC has
+    AVX512-BF16), one tiny-preset step (batch 16, 1 thread) takes 0.36 s instead of 0.44 s. Autocast keeps the
+    normalisations, the softmax and the loss in fp32, and AdamW updates fp32 weights.
+    """
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if cpu_bf16 if cpu_bf16 is not None else native_cpu_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -212,8 +233,7 @@ def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg:
     if micro < 1 or per_rank * ex.world_size != train_cfg.batch_size or micro * train_cfg.grad_accum != per_rank:
         raise ValueError(f"batch_size {train_cfg.batch_size} must split evenly over {ex.world_size} workers and "
                          f"{train_cfg.grad_accum} accumulation steps")
-    # bf16 autocast on GPUs only: CPU bf16 matmuls are slower than fp32 on most CPUs.
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    autocast = _autocast(device, train_cfg.cpu_bf16)
     pending: list[dict] = []
     metrics: dict = {}
     step = start
