@@ -42,6 +42,7 @@ import numpy as np
 
 from smartmask.inference.images import BadInput
 from smartmask.masks import mask_iou
+from smartmask.model.sampling import LAYOUT_SCALE, TEXT_SCALE
 from smartmask.training.guidance import (
     ALPHA,
     apply_guidance,
@@ -59,8 +60,8 @@ class SuggestConfig:
     n: int = 4
     steps: int = 20
     scheduler: str = "dpm"  # "dpm" (DPM-Solver++ 2M) or "ddim"
-    layout_scale: float = 1.5
-    text_scale: float = 3.0
+    layout_scale: float = LAYOUT_SCALE
+    text_scale: float = TEXT_SCALE
     seed: int = 0
     threshold: float = 0.5
     dedupe_iou: float = 0.9

@@ -19,6 +19,13 @@ from smartmask.model.network import SmartMask
 
 SCHEDULERS = ("dpm", "ddim")
 
+# Default guidance scales. s_L measured on the demo's tiny model (287 steps), box guidance, 256 training-split
+# samples at 32x32, mask IoU with the ground truth: 0.571 / 0.579 / 0.579 / 0.575 at s_L = 1.5 / 1.75 / 2 / 2.25
+# (1.0, no layout guidance: 0.545 on 128). s_T barely matters there (0.582 at 1 / 3 / 5, 0.584 at 0: the tiny model's
+# frozen random-init text encoder gives it little to use). Held-out samples were not used to choose.
+LAYOUT_SCALE = 2.0
+TEXT_SCALE = 3.0
+
 
 def make_scheduler(model: SmartMask, kind: str = "dpm"):
     """A DDIM or DPM-Solver++ (2nd order) sampler built from the model's training noise schedule.
@@ -69,8 +76,8 @@ def sample_masks(
     obj: list[str],
     context: list[str],
     n: int = 1,
-    layout_scale: float = 1.5,
-    text_scale: float = 3.0,
+    layout_scale: float = LAYOUT_SCALE,
+    text_scale: float = TEXT_SCALE,
     steps: int = 20,
     scheduler: str = "dpm",
     seed: int = 0,
