@@ -70,9 +70,10 @@ def product_path_check(model, lake: Path, dataset: str, version: str, *, alpha: 
     if not items:
         raise ValueError(f"dataset {dataset}@{version} has no held-out thing targets")
     R = model.config.resolution
-    # dedupe_iou=1.0 keeps every sample (diversity and the solver comparison are measured on all of them); the
+    # dedupe_iou=None keeps every sample, exact copies too (diversity and the solver comparison are measured on all
+    # of them; 1.0 would still drop two seeds that give the same mask, and then a seed would be missing); the
     # rank-1 suggestion is the same with or without de-duplication (it only drops lower-ranked ones).
-    dpm_cfg = SuggestConfig(n=n, steps=20, scheduler="dpm", seed=seed, dedupe_iou=1.0)
+    dpm_cfg = SuggestConfig(n=n, steps=20, scheduler="dpm", seed=seed, dedupe_iou=None)
     ddim_cfg = dataclasses.replace(dpm_cfg, n=min(n, 2), steps=50, scheduler="ddim")  # its seeds: the first two
     ours, boxes, pairwise, dpm_gt, ddim_gt, between = [], [], [], [], [], []
     for it in items:

@@ -18,19 +18,19 @@ That work is uint8 (one byte per pixel), so a 4000×3000 photo costs 12 MB per s
 
 A box is the object's tight bounding box, as in training (G is drawn from the target's own box): with `--bbox`,
 every suggestion is cut to it and then fitted to it at image resolution, i.e. stretched from its own bounding box
-onto the user's, so it touches all four sides. The model's 32- or 64-cell grid can only place the object's edge to within a cell (on a
-640-pixel-wide photo, 20 pixels), and the user's exact coordinates are the better information; the shape inside is
-the model's. Measured with the demo's model on the demo world (rank-1 of 4, image resolution): IoU with the ground
-truth 0.603 fitted vs 0.590 only cut to the box on 60 training-split targets, 0.557 vs 0.525 on 19 held-out ones.
-`SuggestConfig(fit_box=False)` (CLI `--loose-box`) treats the box as a bound only: suggestions are cut to it, not
-stretched, for a user whose box is a rough region rather than the object's extent. A point or a scribble is soft
-guidance and bounds nothing.
+onto the user's, so it touches all four sides. The model's 32- or 64-cell grid can only place the object's edge to
+within a cell (on a 640-pixel-wide photo, 20 pixels), and the user's exact coordinates are the better information;
+the shape inside is the model's. Measured with the demo's model on the demo world (rank-1 of 4, image resolution):
+IoU with the ground truth 0.603 fitted vs 0.590 only cut to the box on 60 training-split targets, 0.557 vs 0.525 on
+19 held-out ones. `SuggestConfig(fit_box=False)` (CLI `--loose-box`) treats the box as a bound only: suggestions are
+cut to it, not stretched, for a user whose box is a rough region rather than the object's extent. A point or a
+scribble is soft guidance and bounds nothing.
 
 Ranking: the N samples come from N seeds in one batch. A suggestion's score is its agreement with the others (mean
 soft IoU), so the placement the model keeps coming back to ranks first; with one sample, or as a tie-break, the
 model's confidence (mean |2p − 1| over the mask's neighbourhood). Two suggestions whose masks overlap with
-IoU ≥ `dedupe_iou` are duplicates: the lower-ranked one is dropped and counted, never silently. An empty mask
-(the model placed nothing) is kept, ranked last, and flagged `empty`.
+IoU ≥ `dedupe_iou` are duplicates: the lower-ranked one is dropped and counted, never silently (None keeps all).
+An empty mask (the model placed nothing) is kept, ranked last, and flagged `empty`.
 """
 
 from __future__ import annotations
@@ -64,13 +64,13 @@ class SuggestConfig:
     text_scale: float = TEXT_SCALE
     seed: int = 0
     threshold: float = 0.5
-    dedupe_iou: float = 0.9
+    dedupe_iou: float | None = 0.9  # None: keep every sample, even exact copies (evaluation)
     fit_box: bool = True  # a --bbox is the object's tight box: stretch each suggestion onto it (False: cut only)
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.steps < 1:
             raise BadInput(f"--n and --steps must be at least 1, got n={self.n}, steps={self.steps}")
-        if not 0.0 < self.dedupe_iou <= 1.0:
+        if self.dedupe_iou is not None and not 0.0 < self.dedupe_iou <= 1.0:
             raise BadInput(f"dedupe IoU must be in (0, 1], got {self.dedupe_iou}")
 
     @classmethod
@@ -206,7 +206,7 @@ def suggest(model, layout_R3: np.ndarray, control: Control, obj: str, context: s
     return SuggestResult(tuple(out), dups, guided, time.perf_counter() - t0)
 
 
-def rank_and_dedupe(probs_NRR: np.ndarray, threshold: float, dedupe_iou: float) -> tuple[list[tuple], int]:
+def rank_and_dedupe(probs_NRR: np.ndarray, threshold: float, dedupe_iou: float | None) -> tuple[list[tuple], int]:
     """[(sample index, score, confidence)] best first without near-duplicates, and how many were dropped."""
     n = probs_NRR.shape[0]
     hard = (probs_NRR > threshold).reshape(n, -1)
@@ -221,7 +221,7 @@ def rank_and_dedupe(probs_NRR: np.ndarray, threshold: float, dedupe_iou: float) 
     kept: list[tuple] = []
     dups = 0
     for j in order:
-        if any(mask_iou(hard[j], hard[i]) >= dedupe_iou for i, _, _ in kept):
+        if dedupe_iou is not None and any(mask_iou(hard[j], hard[i]) >= dedupe_iou for i, _, _ in kept):
             dups += 1
             continue
         kept.append((j, float(agree[j]) if n > 1 else float(conf[j]), float(conf[j])))

@@ -2,7 +2,8 @@
 
 The loop talks to whatever runs it only through `Executor` (rank, world size, device, model wrapping, the
 checkpoint to resume from, and reporting). Everything else — sampling, CFG dropout, AdamW, EMA, gradient
-accumulation, bf16 autocast (GPUs, and CPUs with native bf16), safetensors checkpoints, validation loss, the loss curve in the lake — is here.
+accumulation, bf16 autocast (GPUs, and CPUs with native bf16), safetensors checkpoints, validation loss, the loss
+curve in the lake — is here.
 
 Data: step s draws its global batch from `np.random.default_rng([seed, s])`, and rank r takes its slice, so the
 batch a step sees is the same for 1 or N workers and after a resume (a resumed run repeats no sample and skips none).
@@ -130,7 +131,7 @@ def average_gradients(params: list[torch.Tensor], world_size: int) -> None:
 
 
 def native_cpu_bf16() -> bool:
-    """True where this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX), so oneDNN's bf16 kernels beat fp32."""
+    """True where this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX): oneDNN's bf16 kernels beat fp32."""
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
