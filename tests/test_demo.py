@@ -2,8 +2,9 @@
 
 Asserts every stage ran (dataset, model registered, the product path on held-out scenes: mask-free diversity,
 DPM-Solver 20 vs DDIM 50 within 0.01 IoU, an insert bit-identical outside its dilated mask) and prints the held-out
-box-guidance numbers; the claim that they beat the tight box is reported as an expected failure when a run of the
-tiny model misses it (see the end of the test). This is the suite's longest test (~6 minutes on 2 cores).
+box-guidance numbers; the claim that they beat the tight box is asserted to within 0.03 and reported as an
+expected failure when a run of the tiny model misses it narrowly (see the end of the test). This is the suite's
+longest test (~6 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -47,11 +48,15 @@ def test_demo_end_to_end_learns_to_beat_the_box(tmp_path):
     assert abs(dpm - ddim) <= 0.01
     assert re.search(r"outside the dilated mask identical: True", r.stdout)
     # The paper's core claim in miniature (issues 4 and 5): box-guided masks beat the box itself, at the model's
-    # resolution and at the image's. Both compare against the TIGHT box (the grid cells whose centres it covers).
-    # With the demo's training budget the tiny model sits on the line (measured: 0.565 vs 0.560 at 32x32 and
-    # 0.459 vs 0.480 at image size in one run, 0.595 vs 0.608 and 0.549 vs 0.487 in another); the numbers above
-    # are printed either way, and a miss is reported as an expected failure, not hidden, until the model clears
-    # it reliably. Everything else in this test is asserted.
+    # resolution and at the image's. Both compare against the TIGHT box (the grid cells whose centres it covers;
+    # at image size the exact pixel box). Measured with the current settings (bf16 training on this CPU, layout
+    # scale 2, suggestions fitted to the box), on every held-out sample: 0.570 vs 0.543 at 32x32 (91 samples) and
+    # 0.542 vs 0.519 at image size (19 targets) for one demo model, 0.563 vs 0.543 and 0.552 vs 0.519 for another.
+    # The margins are 2-3 standard errors, not more, so a narrow miss is reported as an expected failure with its
+    # numbers, never hidden; a model clearly behind the box (a broken model or sampler) fails the test.
+    assert model_iou > box_iou - 0.03 and bbox_iou > box_only - 0.03, (
+        f"box-guided masks far behind the box: {model_iou:.3f} vs {box_iou:.3f} at 32x32, "
+        f"{bbox_iou:.3f} vs {box_only:.3f} at image size")
     if not (model_iou > box_iou and bbox_iou > box_only):
-        pytest.xfail(f"box-guided masks do not beat the box yet: {model_iou:.3f} vs {box_iou:.3f} at 32x32, "
-                     f"{bbox_iou:.3f} vs {box_only:.3f} at image size")
+        pytest.xfail(f"box-guided masks do not beat the box in this run: {model_iou:.3f} vs {box_iou:.3f} at "
+                     f"32x32, {bbox_iou:.3f} vs {box_only:.3f} at image size")
