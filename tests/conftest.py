@@ -58,3 +58,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def run_bench_smoke(script: str) -> str:
+    """Run `bench/<script> --cpu-smoke` on the CPU; assert it exits 0, takes diffusers from the bundled wheel and
+    records no result file (a smoke run is not a measurement). Returns its stdout."""
+    import subprocess
+    import sys
+
+    results = REPO / "bench" / "results"
+    stem = script.removesuffix(".py")
+    before = set(results.glob(f"{stem}-*.json")) if results.exists() else set()
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), "--cpu-smoke"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bench/wheels/diffusers-" in proc.stdout  # the bundled wheel wins over any installed diffusers
+    assert "(smoke, not a measurement" in proc.stdout
+    assert (set(results.glob(f"{stem}-*.json")) if results.exists() else set()) == before
+    return proc.stdout
