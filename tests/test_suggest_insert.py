@@ -134,6 +134,9 @@ def test_fit_to_box_stretches_the_mask_onto_the_box():
     # the shape is kept: the square fills most of the box, the arm becomes a stretched band on the right
     assert out[5:55, 10:52].mean() > 0.95 and out[5:55, 58:70].mean() < 0.3
     assert not fit_to_box(np.zeros((60, 80), bool), (10, 5, 70, 55)).any()
+    stray = m.copy()
+    stray[0:3, 0:3] = True  # outside the box: not the object, ignored (the same cut as --loose-box)
+    assert np.array_equal(fit_to_box(stray, (10, 5, 70, 55)), out)
     big = np.ones((60, 80), bool)  # larger than the box: shrunk into it, not cut
     assert mask_box(fit_to_box(big, (10, 5, 70, 55))) == (10, 5, 70, 55)
 

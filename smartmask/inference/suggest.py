@@ -197,10 +197,7 @@ def suggest(model, layout_R3: np.ndarray, control: Control, obj: str, context: s
     for i, (j, score, conf) in enumerate(kept):
         mask = to_image(probs_NRR[j], H, W, cfg.threshold)
         if bound is not None:
-            # Cut first: what lies outside the box is not the object; then stretch what is left onto it.
-            mask = _cut(mask, bound)
-            if cfg.fit_box:
-                mask = fit_to_box(mask, bound)
+            mask = fit_to_box(mask, bound) if cfg.fit_box else _cut(mask, bound)
         out.append(Suggestion(rank=i + 1, seed=cfg.seed + j, mask_HW=mask, score=score, confidence=conf,
                               empty=not mask.any()))
     return SuggestResult(tuple(out), dups, guided, time.perf_counter() - t0)
@@ -236,19 +233,21 @@ def _cut(mask_HW: np.ndarray, bound: tuple[int, int, int, int]) -> np.ndarray:
 
 
 def fit_to_box(mask_HW: np.ndarray, bound: tuple[int, int, int, int]) -> np.ndarray:
-    """bool (H, W) → bool (H, W) stretched onto `bound` (c0, r0, c1, r1; exclusive ends): the crop of the mask's own
-    bounding box resized to the box (bilinear on 0/255, then > 127, so edges stay smooth; a one-pixel sliver at
-    the crop's edge can fall below that when the crop shrinks). Nothing outside the box; an empty mask stays
-    empty. Only the crop and the box are resized, so a 4000×3000 photo costs two box-sized uint8 arrays."""
+    """bool (H, W) → bool (H, W): the part of the mask inside `bound` (c0, r0, c1, r1; exclusive ends) stretched onto
+    it. What lies outside the box is not the object (the same cut as `fit_box=False`); the crop of what is left, at
+    its own bounding box, is resized to the box (bilinear on 0/255, then > 127, so edges stay smooth; a one-pixel
+    sliver at the crop's edge can fall below that when the crop shrinks). An empty part stays empty. Only the box
+    region is read and resized, so a 4000×3000 photo costs one output array and box-sized uint8 work."""
     from PIL import Image
 
-    own = mask_box(mask_HW)
-    if own is None:
-        return np.zeros_like(mask_HW)
-    x0, y0, x1, y1 = own
     c0, r0, c1, r1 = bound
-    crop = Image.fromarray(mask_HW[y0:y1, x0:x1].astype(np.uint8) * 255, mode="L")
+    inside = mask_HW[r0:r1, c0:c1]
     out = np.zeros_like(mask_HW)
+    own = mask_box(inside)
+    if own is None:
+        return out
+    x0, y0, x1, y1 = own
+    crop = Image.fromarray(inside[y0:y1, x0:x1].astype(np.uint8) * 255, mode="L")
     out[r0:r1, c0:c1] = np.asarray(crop.resize((c1 - c0, r1 - r0), Image.Resampling.BILINEAR)) > 127
     return out
 

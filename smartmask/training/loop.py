@@ -144,7 +144,8 @@ def _autocast(device: torch.device, cpu_bf16: bool | None):
     """
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
-    if cpu_bf16 if cpu_bf16 is not None else native_cpu_bf16():
+    use_bf16 = native_cpu_bf16() if cpu_bf16 is None else cpu_bf16
+    if use_bf16:
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
