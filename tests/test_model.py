@@ -211,14 +211,61 @@ def test_overfits_a_fixed_batch(trained):
     assert after < 0.5 * before, (before, after)
 
 
-def test_trainable_parameters_exclude_frozen_parts(untrained):
+def test_trainable_parameters_tiny_trains_its_text_encoder(untrained, batch):
     trainable = {id(p) for p in untrained.trainable_parameters()}
-    assert all(id(p) not in trainable and not p.requires_grad for p in untrained.text_encoder.parameters())
     assert {id(p) for p in untrained.unet.parameters()} <= trainable
     assert {id(p) for p in untrained.layout_encoder.parameters()} <= trainable
+    # Tiny's random-init CLIP trains with the U-Net (ModelConfig.train_text_encoder) and gets a gradient...
+    assert all(id(p) in trainable and p.requires_grad for p in untrained.text_encoder.parameters())
+    model = SmartMask.build(ModelConfig.tiny())
+    model.training_loss(batch, torch.Generator().manual_seed(0)).backward()
+    assert model.text_encoder.get_input_embeddings().weight.grad.abs().sum() > 0
+    # ...but never switches to training mode (no dropout), and with the option off it is frozen.
     untrained.train()
     assert not untrained.text_encoder.training and untrained.unet.training
     untrained.eval()
+    frozen = SmartMask.build(ModelConfig.tiny(train_text_encoder=False))
+    kept = {id(p) for p in frozen.trainable_parameters()}
+    assert all(id(p) not in kept and not p.requires_grad for p in frozen.text_encoder.parameters())
+
+
+def test_object_embedding_carries_the_object_name_to_every_block(untrained, batch):
+    """Tiny: T_obj's CLIP states, mean-pooled, are the U-Net's class-embedding input; swapping only that pooled
+    vector (cross-attention unchanged) changes the prediction. Without the option there is no class embedding."""
+    model, L = untrained, untrained.config.max_text_tokens
+    x = torch.randn(4, 1, R, R, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([900, 600, 300, 50])
+    with torch.no_grad():
+        feats = model.encode_layout(batch["layout"])
+        text = model.encode_text(batch["obj"], batch["context"])
+        other = model.encode_text(["zebra"] * 4, batch["context"])
+        out = model.predict(x, t, feats, text)
+        x_in = torch.cat([x, feats], dim=1)
+        pooled = model.unet(x_in, t, encoder_hidden_states=text, class_labels=text[:, :L].mean(dim=1)).sample
+        swapped = model.unet(x_in, t, encoder_hidden_states=text, class_labels=other[:, :L].mean(dim=1)).sample
+    assert torch.equal(out, pooled)
+    assert (out - swapped).abs().amax() > 1e-3
+    assert SmartMask.build(ModelConfig.tiny(object_embedding=False)).unet.class_embedding is None
+    with pytest.raises(ValueError, match="object_embedding is a tiny-preset option"):
+        ModelConfig.sd15("some/dir", object_embedding=True)
+
+
+def test_tiny_unet_uses_plain_matmul_attention_with_the_same_result(batch):
+    """Tiny attention runs as plain matmuls (faster than SDPA's CPU flash kernel at 64 tokens): same function."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    model = SmartMask.build(ModelConfig.tiny()).eval()
+    procs = model.unet.attn_processors
+    assert procs and all(type(p) is AttnProcessor for p in procs.values())
+    x = torch.randn(4, 1, R, R, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([900, 600, 300, 50])
+    with torch.no_grad():
+        feats = model.encode_layout(batch["layout"])
+        text = model.encode_text(batch["obj"], batch["context"])
+        plain = model.predict(x, t, feats, text)
+        model.unet.set_attn_processor(AttnProcessor2_0())
+        sdpa = model.predict(x, t, feats, text)
+    assert torch.allclose(plain, sdpa, atol=1e-5)
 
 
 def test_cfg_dropout_is_independent_per_sample(untrained, monkeypatch):
