@@ -51,9 +51,10 @@ def test_demo_end_to_end_learns_to_beat_the_box(tmp_path):
     # resolution and at the image's. Both compare against the TIGHT box (the grid cells whose centres it covers;
     # at image size the exact pixel box). Measured with the current settings (object name pooled into the time
     # embedding, trained tiny text encoder, plain-matmul attention), models trained as the demo trains: 0.568,
-    # 0.586 and 0.559 vs 0.543 at 32x32 (91 samples), 0.564 and 0.556 vs 0.519 at image size (19 targets). How much a run learns to
-    # use the object name varies, so the margin does too; a narrow miss is reported as an expected failure with
-    # its numbers, never hidden; a model clearly behind the box (a broken model or sampler) fails the test.
+    # 0.586 and 0.559 vs 0.543 at 32x32 (91 samples), 0.564 and 0.556 vs 0.519 at image size (19 targets). How
+    # much a run learns to use the object name varies, so the margin does too; a narrow miss is reported as an
+    # expected failure with its numbers, never hidden; a model clearly behind the box (a broken model or sampler)
+    # fails the test.
     assert model_iou > box_iou - 0.03 and bbox_iou > box_only - 0.03, (
         f"box-guided masks far behind the box: {model_iou:.3f} vs {box_iou:.3f} at 32x32, "
         f"{bbox_iou:.3f} vs {box_only:.3f} at image size")
