@@ -337,9 +337,11 @@ class SmartMask(nn.Module):
         return self.config.resolution // 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """U-Net + E_phi (+ the text encoder where `config.train_text_encoder`). The VAE stays frozen."""
-        text = [*self.text_encoder.parameters()] if self.config.train_text_encoder else []
-        return [*self.unet.parameters(), *self.layout_encoder.parameters(), *text]
+        """U-Net + E_phi (+ the text encoder where `config.train_text_encoder`). The VAE stays frozen.
+
+        Read off `requires_grad`, which `__init__` sets from the config: the one record of what trains, as the
+        training loop and the registry read it too."""
+        return [p for p in self.parameters() if p.requires_grad]
 
     def train(self, mode: bool = True) -> SmartMask:
         super().train(mode)
@@ -405,11 +407,9 @@ class SmartMask(nn.Module):
         position after the name (the padding is EOS tokens) has attended to it, and the dropped text "" pools to
         the unconditional embedding, so classifier-free guidance needs nothing extra.
         """
-        x_in = torch.cat([x_t, layout_features], dim=1)
-        if self.config.object_embedding:
-            obj_BD = text_states[:, : self.config.max_text_tokens].mean(dim=1)
-            return self.unet(x_in, t, encoder_hidden_states=text_states, class_labels=obj_BD).sample
-        return self.unet(x_in, t, encoder_hidden_states=text_states).sample
+        obj_BD = text_states[:, : self.config.max_text_tokens].mean(dim=1) if self.config.object_embedding else None
+        return self.unet(torch.cat([x_t, layout_features], dim=1), t, encoder_hidden_states=text_states,
+                         class_labels=obj_BD).sample
 
     # -- training ---------------------------------------------------------------------------------------------
     def _check_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
