@@ -250,13 +250,16 @@ def test_object_embedding_carries_the_object_name_to_every_block(untrained, batc
         ModelConfig.sd15("some/dir", object_embedding=True)
 
 
-def test_tiny_unet_uses_plain_matmul_attention_with_the_same_result(batch):
-    """Tiny attention runs as plain matmuls (faster than SDPA's CPU flash kernel at 64 tokens): same function."""
+def test_tiny_attention_is_plain_matmuls_with_the_same_result(batch):
+    """Tiny attention, U-Net and CLIP, runs as plain matmuls (faster than SDPA's CPU kernels at head dim 8): same
+    function."""
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     model = SmartMask.build(ModelConfig.tiny()).eval()
     procs = model.unet.attn_processors
     assert procs and all(type(p) is AttnProcessor for p in procs.values())
+    assert model.text_encoder.config._attn_implementation == "eager"
     x = torch.randn(4, 1, R, R, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([900, 600, 300, 50])
     with torch.no_grad():
@@ -265,7 +268,14 @@ def test_tiny_unet_uses_plain_matmul_attention_with_the_same_result(batch):
         plain = model.predict(x, t, feats, text)
         model.unet.set_attn_processor(AttnProcessor2_0())
         sdpa = model.predict(x, t, feats, text)
+        sdpa_config = CLIPTextConfig(**model.config.text)
+        sdpa_config._attn_implementation = "sdpa"
+        sdpa_clip = CLIPTextModel(sdpa_config).eval()
+        sdpa_clip.load_state_dict(model.text_encoder.state_dict())
+        model.text_encoder = sdpa_clip
+        sdpa_text = model.encode_text(batch["obj"], batch["context"])
     assert torch.allclose(plain, sdpa, atol=1e-5)
+    assert torch.allclose(text, sdpa_text, atol=1e-5)
 
 
 def test_cfg_dropout_is_independent_per_sample(untrained, monkeypatch):
