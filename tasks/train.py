@@ -74,12 +74,12 @@ class RayExecutor:
                          checkpoint_upload_mode=ray.train.CheckpointUploadMode.SYNC,
                          delete_local_checkpoint_after_upload=checkpoint_dir is not None)
 
-    def any_rank(self, flag: bool) -> bool:
+    def max_over_ranks(self, value: float) -> float:
         if self.world_size == 1 or not torch.distributed.is_initialized():
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0])
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return bool(t.item())
+        return float(t.item())
 
 
 def train_loop_per_worker(config: dict) -> None:

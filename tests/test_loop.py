@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -65,6 +66,17 @@ def test_in_process_training_checkpoints_and_resumes(lake, tmp_path):
         torch.testing.assert_close(again[k], straight[k], rtol=1e-5, atol=1e-6)
     starts = json.loads((root / "runs" / "kind=train" / "run=b" / "starts.json").read_text())
     assert starts == [2]
+    # The training time goes on from the checkpoint's: a time budget counts over restarts. A checkpoint that has
+    # already used 1000 s of a 999 s budget trains one more step (the budget is checked after each) and stops.
+    before = json.loads((ckpts[0] / "state.json").read_text())["train_seconds"]
+    after = json.loads((tmp_path / "b" / "ckpt-00000004" / "state.json").read_text())["train_seconds"]
+    assert 0 < before < after
+    spent = tmp_path / "spent"
+    shutil.copytree(ckpts[0], spent)
+    state = json.loads((spent / "state.json").read_text())
+    (spent / "state.json").write_text(json.dumps(state | {"train_seconds": 1000.0}))
+    out = _train(root, version, "c", InProcess(resume=spent), tmp_path / "c", replace(TRAIN, time_budget_s=999.0))
+    assert (out["started_at_step"], out["steps_done"]) == (2, 3)
 
 
 class _Gloo:
@@ -92,23 +104,27 @@ class _Gloo:
     def report(self, metrics, checkpoint_dir):
         pass
 
-    def any_rank(self, flag):
-        t = torch.tensor([float(flag)])
+    def max_over_ranks(self, value):
+        t = torch.tensor([value], dtype=torch.float64)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return bool(t.item())
+        return float(t.item())
 
 
 def _worker(rank: int, port: int, root: str, version: str, out: str) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     ex = _Gloo(rank, 2)
-    _train(Path(root), version, "ddp", ex, Path(out) / f"work{rank}")
+    # Ends on a time budget: the ranks started at different moments, so only the agreed (slowest) time makes them
+    # stop after the same step (else one waits forever in the next all-reduce).
+    train = replace(TRAIN, steps=100_000, checkpoint_every=100_000, time_budget_s=4.0)
+    _train(Path(root), version, "ddp", ex, Path(out) / f"work{rank}", train)
     trainable = {n: p.detach().contiguous() for n, p in ex.module.model.named_parameters() if p.requires_grad}
     save_file(trainable, str(Path(out) / f"rank{rank}.safetensors"))
     torch.distributed.destroy_process_group()
 
 
 def test_two_ranks_average_gradients_and_stay_identical(lake, tmp_path):
-    """Without averaging, the ranks' different micro-batches would make their weights drift apart after step 1."""
+    """Without averaging, the ranks' different micro-batches would make their weights drift apart after step 1;
+    without agreeing on the time used, they would stop after different steps."""
     root, version = lake
     port = _free_port()
     ctx = mp.get_context("spawn")

@@ -43,7 +43,9 @@ class TrainConfig:
     val_every: int = 100
     val_batches: int = 2
     log_every: int = 10
-    time_budget_s: float | None = None  # stop early (at a checkpoint) once this much wall time is used
+    # Stop early (at a checkpoint) once this much wall time is used; counted over restarts (a resumed run goes on
+    # with what is left, read from its checkpoint).
+    time_budget_s: float | None = None
     seed: int = 0
     threads_per_worker: int | None = None  # CPU: torch threads per worker (None: leave torch's default)
     # CPU bf16 autocast: None = on where the worker's CPU computes bf16 natively (AVX512-BF16 or AMX), else off.
@@ -64,7 +66,7 @@ class Executor(Protocol):
     def sync_grads(self, params: list[torch.Tensor]) -> None: ...  # average gradients over ranks if wrap did not
     def resume_dir(self) -> Path | None: ...
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None: ...
-    def any_rank(self, flag: bool) -> bool: ...  # True on every rank if it is True on any (stopping early)
+    def max_over_ranks(self, value: float) -> float: ...  # the largest value over ranks, on every rank
 
 
 class InProcess:
@@ -93,8 +95,8 @@ class InProcess:
         if checkpoint_dir is not None:
             self._resume = checkpoint_dir
 
-    def any_rank(self, flag):
-        return flag
+    def max_over_ranks(self, value):
+        return value
 
 
 class _Loss(torch.nn.Module):
@@ -222,10 +224,11 @@ def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg:
     opt = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
                             fused=True if device.type == "cpu" else None)
     ema = [p.detach().clone() for p in params]
-    start = 0
+    start, seconds_before = 0, 0.0
     resume = ex.resume_dir()
     if resume is not None:
         start = load_checkpoint(resume, model, ema, opt)
+        seconds_before = float(json.loads((resume / "state.json").read_text()).get("train_seconds", 0.0))
     loss_module = ex.wrap(_Loss(model))
     train = TrainingSampler(LayerIndex.from_lake(lake, dataset, dataset_version, split="train"), sample_cfg,
                             seed=train_cfg.seed)
@@ -246,6 +249,7 @@ def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg:
     pending: list[dict] = []
     metrics: dict = {}
     step = start
+    seconds = seconds_before  # training time so far, over restarts; with a time budget the slowest rank's
     while step < train_cfg.steps:
         lr = train_cfg.lr * min(1.0, (step + 1) / max(1, train_cfg.warmup_steps))
         for g in opt.param_groups:
@@ -278,9 +282,11 @@ def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg:
         if step % train_cfg.log_every == 0 or step == train_cfg.steps:
             pending.append({"step": step, "loss": total, "val_loss": None, "lr": lr, "step_seconds": step_s,
                             "samples_per_s": train_cfg.batch_size / step_s, "world_size": ex.world_size})
+        seconds = seconds_before + time.perf_counter() - t_start
         stop = False
         if train_cfg.time_budget_s is not None:
-            stop = ex.any_rank(time.perf_counter() - t_start > train_cfg.time_budget_s)
+            seconds = ex.max_over_ranks(seconds)
+            stop = seconds > train_cfg.time_budget_s
         if step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps or stop:
             metrics = {"step": step, "loss": total}
             ckpt = None
@@ -289,7 +295,7 @@ def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg:
                 if pending:
                     pending[-1]["val_loss"] = metrics["val_loss"]
                 ckpt = save_checkpoint(work_dir / f"ckpt-{step:08d}", model, ema, opt, step,
-                                       {"dataset_version": dataset_version})
+                                       {"dataset_version": dataset_version, "train_seconds": seconds})
                 rows = [r | {"run_id": run_dir.name.removeprefix("run="), "dataset": dataset,
                              "dataset_version": dataset_version} for r in pending]
                 write_parquet_atomic(rows_to_table(rows, TRAIN_METRICS), run_dir / "metrics" / f"part-{step:08d}.parquet")
