@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,13 +72,21 @@ def _ray_train_workers() -> list[int]:
     return [int(line.split()[0]) for line in out.splitlines() if "RayTrainWorker" in line and "ps -eo" not in line]
 
 
+def _ray_temp_dirs() -> set[Path]:
+    # Where flows.ray_runtime puts Ray's session files: the temp dir, or /tmp when that path is too long.
+    return {*Path(tempfile.gettempdir()).glob("smartmask-ray-*"), *Path("/tmp").glob("smartmask-ray-*")}
+
+
 def test_sigkill_then_same_run_id_resumes_from_last_checkpoint(lake):
+    ray_dirs_before = _ray_temp_dirs()
     proc = _train(lake, "resume")
     registered = _wait_for_checkpoint(lake, "resume", proc, n=2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     for pid in _ray_train_workers():  # workers orphaned by the killed driver
         os.kill(pid, signal.SIGKILL)
+    for d in _ray_temp_dirs() - ray_dirs_before:  # a SIGKILLed driver cannot remove its Ray session dir
+        shutil.rmtree(d, ignore_errors=True)
     done = sorted(int(p.stem.split("-")[1]) for p in lake.glob("runs/kind=train/run=resume/metrics/part-*.parquet"))
     assert done and done[-1] < STEPS
     out, err = _train(lake, "resume").communicate(timeout=600)
