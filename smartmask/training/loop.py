@@ -194,7 +194,8 @@ def save_checkpoint(d: Path, model: SmartMask, ema: list[torch.Tensor], opt, ste
     return d
 
 
-def load_checkpoint(d: Path, model: SmartMask, ema: list[torch.Tensor], opt) -> int:
+def load_checkpoint(d: Path, model: SmartMask, ema: list[torch.Tensor], opt) -> tuple[int, float]:
+    """Weights, EMA and optimizer state from `d`; returns (step, training seconds so far)."""
     trainable = load_file(d / "trainable.safetensors")
     ema_w = load_file(d / "ema.safetensors")
     named = _trainable(model)
@@ -205,7 +206,7 @@ def load_checkpoint(d: Path, model: SmartMask, ema: list[torch.Tensor], opt) -> 
     state = json.loads((d / "state.json").read_text())
     tensors = {k: v for k, v in load_file(d / "optimizer.safetensors").items() if k != "_empty"}
     _load_opt_state(opt, [p for _, p in named], tensors, state["opt_scalars"])
-    return int(state["step"])
+    return int(state["step"]), float(state.get("train_seconds", 0.0))  # older checkpoints did not record time
 
 
 def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg: TrainConfig, lake: Path,
@@ -227,8 +228,7 @@ def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg:
     start, seconds_before = 0, 0.0
     resume = ex.resume_dir()
     if resume is not None:
-        start = load_checkpoint(resume, model, ema, opt)
-        seconds_before = float(json.loads((resume / "state.json").read_text()).get("train_seconds", 0.0))
+        start, seconds_before = load_checkpoint(resume, model, ema, opt)
     loss_module = ex.wrap(_Loss(model))
     train = TrainingSampler(LayerIndex.from_lake(lake, dataset, dataset_version, split="train"), sample_cfg,
                             seed=train_cfg.seed)
@@ -249,7 +249,6 @@ def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg:
     pending: list[dict] = []
     metrics: dict = {}
     step = start
-    seconds = seconds_before  # training time so far, over restarts; with a time budget the slowest rank's
     while step < train_cfg.steps:
         lr = train_cfg.lr * min(1.0, (step + 1) / max(1, train_cfg.warmup_steps))
         for g in opt.param_groups:
@@ -282,6 +281,7 @@ def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg:
         if step % train_cfg.log_every == 0 or step == train_cfg.steps:
             pending.append({"step": step, "loss": total, "val_loss": None, "lr": lr, "step_seconds": step_s,
                             "samples_per_s": train_cfg.batch_size / step_s, "world_size": ex.world_size})
+        # Training time so far, over restarts; with a time budget, the slowest rank's.
         seconds = seconds_before + time.perf_counter() - t_start
         stop = False
         if train_cfg.time_budget_s is not None:
