@@ -34,7 +34,7 @@ def bench_template(scenes: int) -> dict:
 
     from smartmask.captioning.stage import template_captions
     from smartmask.config import RebuildConfig, SynthConfig
-    from smartmask.lake.layout import dataset_dir
+    from smartmask.lake.paths import dataset_dir
     from smartmask.rebuild import rebuild
     from smartmask.synth import generate
 

@@ -54,8 +54,8 @@ def main() -> None:
     import torch
 
     from flows.ray_runtime import ray_session
+    from smartmask import presets
     from smartmask.config import RebuildConfig, SynthConfig
-    from smartmask.model.config import ModelConfig
     from smartmask.rebuild import rebuild
     from smartmask.synth import generate
     from smartmask.training.loop import InProcess, TrainConfig, config_dict, run_training
@@ -67,7 +67,7 @@ def main() -> None:
     generate(tmp / "w", 60, 0, SynthConfig(width=320, height=240, min_things=6, max_things=12), workers=2)
     m = rebuild(f"cocoa:{tmp / 'w' / 'annotations.json'}", tmp / "w" / "images", "b", tmp / "lake", RebuildConfig())
     lake, version = tmp / "lake", m["version"]
-    model_cfg, sample_cfg = ModelConfig.tiny(), SampleConfig.tiny()
+    model_cfg, sample_cfg = presets.tiny_model(), SampleConfig.for_tests()
     train_cfg = TrainConfig(steps=a.steps, batch_size=a.batch, lr=1e-3, checkpoint_every=a.steps, val_every=a.steps,
                             log_every=1, threads_per_worker=1)
     torch.set_num_threads(1)

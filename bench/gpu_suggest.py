@@ -12,7 +12,7 @@ meaningless pictures but the same work per call as trained ones, which is all a 
 Both sides produce 4 outputs for one input (one layout / one image) and are timed from the input on the host to
 the outputs on the host (median of `--repeats` calls after `--warmup` >= 1 calls, each timed call between two
 torch.cuda.synchronize(); the first warm-up call also counts the U-Net calls and their batch sizes).
-  ours:     SmartMask sd15 (loaded through the production loader, `ModelConfig.sd15(dir, resolution=512)` →
+  ours:     SmartMask sd15 (loaded through the production loader, `presets.sd15_model(dir, resolution=512)` →
             `SmartMask.build`), every module cast to bf16, diffusers' default attention processor (SDPA on torch 2;
             printed). `sample_masks(model, layout 1x3x512x512, [obj], [ctx], n=4, steps=20, scheduler="dpm")`:
             DPM-Solver++ (2nd order), 20 steps, the three CFG branches batched into ONE U-Net call per step
@@ -105,12 +105,12 @@ def peak_gib(dev: torch.device) -> float:
 
 
 def bench_ours(base: Path, dev: torch.device, res: int, n: int, steps: int, repeats: int, warmup: int) -> dict:
-    from smartmask.model.config import ModelConfig
+    from smartmask import presets
     from smartmask.model.network import SmartMask
     from smartmask.model.sampling import sample_masks
 
     reset_memory(dev)
-    model = SmartMask.build(ModelConfig.sd15(str(base), resolution=res)).to(dev, torch.bfloat16).eval()
+    model = SmartMask.build(presets.sd15_model(str(base), resolution=res)).to(dev, torch.bfloat16).eval()
     layout = torch.rand(1, 3, res, res, generator=torch.Generator().manual_seed(0))  # on the host, as a user's
 
     def call():

@@ -6,7 +6,7 @@ Made to run with no edits on a GPU machine that has PyTorch and transformers but
 diffusers installed and no network: diffusers comes from the wheel in bench/wheels/ (pure Python, imported
 straight from the zip), smartmask from this checkout's source tree. No weights exist there either, so both models
 are the full Stable Diffusion 1.5 architecture with random weights, written once to a temp directory in
-diffusers layout and loaded through the production loader (`ModelConfig.sd15(dir)` → `SmartMask.build`).
+diffusers layout and loaded through the production loader (`presets.sd15_model(dir)` → `SmartMask.build`).
 
 Both runs: bf16 autocast, SDPA attention (diffusers' default on torch 2), AdamW over the U-Net (and, for
 SmartMask, the layout encoder E_phi), frozen VAE and CLIP text encoder, 512x512 images → 64x64 latents.
@@ -115,7 +115,7 @@ def main() -> None:
     a = ap.parse_args()
     import diffusers
 
-    from smartmask.model.config import ModelConfig
+    from smartmask import presets
     from smartmask.model.network import SmartMask
 
     dev = torch.device("cuda" if torch.cuda.is_available() and not a.cpu_smoke else "cpu")
@@ -129,7 +129,7 @@ def main() -> None:
     base = sd15_random_dir(scratch, tiny=a.cpu_smoke)
 
     # ours
-    model = SmartMask.build(ModelConfig.sd15(str(base), resolution=res)).to(dev).train()
+    model = SmartMask.build(presets.sd15_model(str(base), resolution=res)).to(dev).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     g = torch.Generator().manual_seed(0)

@@ -13,22 +13,8 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="SmartMask pipeline: amodal layer data, training, mask suggestion, insertion.")
-
-LakeOpt = Annotated[str | None, typer.Option("--lake", help="Lake directory (default $SMARTMASK_LAKE or ./lake)")]
-
-
-def _bad_input(msg: str) -> typer.Exit:
-    typer.echo(f"error: {' '.join(str(msg).split())}", err=True)
-    return typer.Exit(2)
-
-
-def _offline_defaults() -> None:
-    # Nothing here may phone home: no hub downloads, no Prefect analytics.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+from flows import cli_inference  # noqa: F401  (registers suggest and insert on `app`)
+from flows.cli_app import LakeOpt, app, bad_input, offline_defaults
 
 
 @app.command()
@@ -36,12 +22,12 @@ def synth(out: Annotated[Path, typer.Option("--out", help="Output directory")],
           scenes: Annotated[int, typer.Option("--scenes", min=1)] = 200,
           seed: Annotated[int, typer.Option("--seed")] = 0,
           workers: Annotated[int, typer.Option("--workers", min=1)] = max(1, os.cpu_count() or 1),
-          tiny: Annotated[bool, typer.Option("--tiny", help="160x120 scenes with few objects")] = False) -> None:
+          small: Annotated[bool, typer.Option("--small", "--tiny", help="160x120 scenes with few objects")] = False) -> None:
     """Generate the synthetic amodal world: OUT/annotations.json (COCOA format) + OUT/images/."""
     from smartmask.config import SynthConfig
     from smartmask.synth import generate
 
-    cfg = SynthConfig.tiny() if tiny else SynthConfig()
+    cfg = SynthConfig.small() if small else SynthConfig()
     path = generate(out, scenes, seed, cfg, workers=workers)
     typer.echo(str(path))
 
@@ -59,24 +45,24 @@ def rebuild(source: Annotated[str, typer.Option("--source", help="cocoa:FILE | k
             caption_batch_size: Annotated[int, typer.Option("--caption-batch-size", min=1)] = 32,
             caption_actors: Annotated[int, typer.Option("--caption-actors", min=1)] = 1) -> None:
     """Ingest → validate → order → publish a dataset version (Prefect flow `rebuild_dataset`)."""
-    _offline_defaults()
+    offline_defaults()
     from smartmask.config import RebuildConfig
     from smartmask.sources import SourceError
 
     if not name.replace("-", "").replace("_", "").isalnum():
-        raise _bad_input(f"dataset name must be letters, digits, '-' or '_', got {name!r}")
+        raise bad_input(f"dataset name must be letters, digits, '-' or '_', got {name!r}")
     if not images.is_dir():
-        raise _bad_input(f"images directory not found: {images}")
+        raise bad_input(f"images directory not found: {images}")
     from smartmask.sources import load_source
 
     try:  # fail fast with exit 2 before starting Prefect when the source itself is unusable
         load_source(source)
     except SourceError as e:
-        raise _bad_input(str(e)) from None
+        raise bad_input(str(e)) from None
     from flows.rebuild_dataset import rebuild_dataset
 
     if captioner != "template" and not captioner.startswith("instructblip:"):
-        raise _bad_input(f"captioner must be 'template' or 'instructblip:DIR_OR_HUB_ID', got {captioner!r}")
+        raise bad_input(f"captioner must be 'template' or 'instructblip:DIR_OR_HUB_ID', got {captioner!r}")
     cfg = RebuildConfig(workers=workers, shard_size=shard_size, captioner=captioner,
                         caption_batch_size=caption_batch_size, caption_actors=caption_actors,
                         **({"caption_prompt": caption_prompt} if caption_prompt else {}))
@@ -100,28 +86,31 @@ def train(dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@V
           checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", min=1)] = None,
           ray_address: Annotated[str | None, typer.Option("--ray-address")] = None) -> None:
     """Train SmartMask on a dataset version with Ray Train and register the model version (flow `train`)."""
-    _offline_defaults()
-    from smartmask.lake.layout import lake_root
-    from smartmask.models.loader import ModelNotFound
+    offline_defaults()
+    from smartmask.lake.paths import lake_root
+    from smartmask.pretrained import ModelNotFound
     from smartmask.registry import NotFound, resolve_dataset
 
     if preset not in ("tiny", "sd15"):
-        raise _bad_input(f"preset must be tiny or sd15, got {preset!r}")
+        raise bad_input(f"preset must be tiny or sd15, got {preset!r}")
     if preset == "sd15" and not base_model:
-        raise _bad_input("--preset sd15 needs --base-model (a Stable Diffusion 1.5 directory or hub id)")
+        raise bad_input("--preset sd15 needs --base-model (a Stable Diffusion 1.5 directory or hub id)")
     if run_id is not None and not run_id.replace("-", "").replace("_", "").isalnum():
-        raise _bad_input(f"run id must be letters, digits, '-' or '_', got {run_id!r}")
+        raise bad_input(f"run id must be letters, digits, '-' or '_', got {run_id!r}")
     try:
         resolve_dataset(lake_root(lake), dataset)
     except NotFound as e:
-        raise _bad_input(str(e)) from None
+        raise bad_input(str(e)) from None
+    from flows.train import TrainJob
     from flows.train import train as train_flow
 
     try:
-        out = train_flow(dataset, preset, base_model, workers, gpu, lake, run_id, steps, time_budget, batch_size,
-                         ray_address, checkpoint_every)
+        out = train_flow(TrainJob(dataset=dataset, preset=preset, base_model=base_model, workers=workers, gpu=gpu,
+                                  lake=lake, run_id=run_id, steps=steps, time_budget_s=time_budget,
+                                  batch_size=batch_size, checkpoint_every=checkpoint_every,
+                                  ray_address=ray_address))
     except ModelNotFound as e:
-        raise _bad_input(str(e)) from None
+        raise bad_input(str(e)) from None
     typer.echo(f"trained {out['dataset']}@{out['dataset_version']} (run {out['run_id']}): {out['metrics']}")
     typer.echo(out["model_version"])
 
@@ -131,13 +120,13 @@ def query(sql: Annotated[str, typer.Argument(help="A read-only SELECT over the l
           lake: LakeOpt = None,
           max_rows: Annotated[int, typer.Option("--max-rows", min=1)] = 50) -> None:
     """Run a read-only DuckDB SELECT over the lake (views: images, layers, rejects, vocabulary, …)."""
-    from smartmask.lake.layout import lake_root
+    from smartmask.lake.paths import lake_root
     from smartmask.lake.query import QueryRefused, format_table, run_query
 
     try:
         table = run_query(lake_root(lake), sql)
     except QueryRefused as e:
-        raise _bad_input(str(e)) from None
+        raise bad_input(str(e)) from None
     typer.echo(format_table(table, max_rows=max_rows))
 
 
@@ -146,12 +135,14 @@ def demo(lake: LakeOpt = None,
          scenes: Annotated[int, typer.Option("--scenes", min=1)] = 200,
          seed: Annotated[int, typer.Option("--seed")] = 0,
          train_budget: Annotated[float, typer.Option("--train-budget", help="seconds of training; 0 skips")] = 180.0,
+         train_steps: Annotated[int | None, typer.Option(
+             "--train-steps", min=0, help="train exactly this many steps instead of a time budget (0 skips)")] = None,
          ) -> None:
-    """Run every stage that exists on the embedded synthetic world (synth → rebuild → train → held-out check)."""
-    _offline_defaults()
+    """Run every stage on the embedded synthetic world: synth → rebuild → train → held-out checks → insert."""
+    offline_defaults()
     from flows.demo import demo as demo_flow
 
-    out = demo_flow(lake=lake, scenes=scenes, seed=seed, train_budget_s=train_budget)
+    out = demo_flow(lake=lake, scenes=scenes, seed=seed, train_budget_s=train_budget, train_steps=train_steps)
     typer.echo(out["report"])
     typer.echo(out["last_id"])
 
@@ -160,7 +151,7 @@ def demo(lake: LakeOpt = None,
 def serve(config: Annotated[Path, typer.Option("--config", help="Serve config (TOML; see README)")] = Path("smartmask.toml"),
           lake: LakeOpt = None) -> None:
     """Serve Prefect deployments with their schedules (starts a local Prefect server unless PREFECT_API_URL is set)."""
-    _offline_defaults()
+    offline_defaults()
     from flows.serve import ServerError
     from flows.serve import serve as serve_deployments
     from flows.serve_config import load_serve_config
@@ -168,16 +159,12 @@ def serve(config: Annotated[Path, typer.Option("--config", help="Serve config (T
     try:
         cfg = load_serve_config(config)
     except ValueError as e:
-        raise _bad_input(str(e)) from None
+        raise bad_input(str(e)) from None
     try:
         serve_deployments(cfg, lake, echo=typer.echo)
     except ServerError as e:
         typer.echo(f"error: {' '.join(str(e).split())}", err=True)
         raise typer.Exit(1) from None
-
-
-# suggest / insert live in their own module; importing it registers them on `app`.
-from flows import cli_inference  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover - console entry point

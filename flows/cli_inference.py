@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import LakeOpt, _bad_input, _offline_defaults, app
+from flows.cli_app import LakeOpt, app, bad_input, offline_defaults
 
 ObjOpt = Annotated[str, typer.Option("--object", help="What to insert, e.g. 'a woman'")]
 CtxOpt = Annotated[str, typer.Option("--context", help="Scene description, e.g. 'a woman beside the river'")]
@@ -35,45 +35,51 @@ LooseOpt = Annotated[bool, typer.Option(
     "--loose-box", help="--bbox only bounds the object: cut suggestions to it instead of stretching them onto it")]
 
 
+# The request field a library error names (`BadInput.field`) → the flag the user typed.
+FLAGS = {"image": "IMAGE", "object": "--object", "box": "--bbox", "point": "--point", "scribble": "--scribble",
+         "control": "--bbox/--point/--scribble", "layout": "--layout-from/--segmenter", "n": "--n",
+         "steps": "--steps", "scheduler": "--scheduler", "mask": "--mask", "pick": "--pick",
+         "segmenter": "--segmenter", "inpainter": "--inpainter", "model": "--model"}
+
+
 def _errors():
-    from smartmask.inference.images import BadInput
-    from smartmask.inference.layout import LayoutError
-    from smartmask.models.loader import ModelNotFound
+    from smartmask.inference.errors import BadInput
+    from smartmask.pretrained import ModelNotFound
     from smartmask.registry import NotFound
 
-    return BadInput, LayoutError, ModelNotFound, NotFound
+    return BadInput, ModelNotFound, NotFound
 
 
-def _suggest_job(image, obj, context, bbox, point, scribble, n, layout_from, segmenter, model, lake, seed, steps,
-                 scheduler, device, loose_box=False):
-    """Shared by suggest and insert: the loaded image, the model, the layout, the control and the suggestions."""
-    from smartmask.inference.images import BadInput, load_image, load_mask
-    from smartmask.inference.pipeline import load_for_inference, request_record, run_suggest, scene_layout
+def _exit2(e: Exception) -> typer.Exit:
+    """A library error as the CLI's one line, led by the flag it concerns."""
+    flag = FLAGS.get(getattr(e, "field", None) or "")
+    return bad_input(f"{flag}: {e}" if flag else str(e))
+
+
+def _request(image, obj, context, bbox, point, scribble, n, seed, steps, scheduler, loose_box):
+    """The decoded image, the control and the suggest config from the CLI's values."""
+    from smartmask.inference.errors import BadInput
+    from smartmask.inference.images import load_image, load_mask
     from smartmask.inference.suggest import Control, SuggestConfig
-    from smartmask.lake.layout import lake_root
 
     if not obj.strip():
-        raise BadInput("--object is empty")
+        raise BadInput("the object name is empty", "object")
     if scheduler not in ("dpm", "ddim"):
-        raise BadInput(f"--scheduler must be dpm or ddim, got {scheduler!r}")
-    root = lake_root(lake)
+        raise BadInput(f"the scheduler must be dpm or ddim, got {scheduler!r}", "scheduler")
     pixels = load_image(image)
     H, W = pixels.shape[:2]
     scribble_HW = load_mask(scribble, (H, W)) if scribble is not None else None
     control = Control.parse(H, W, bbox=bbox, point=point, scribble_HW=scribble_HW)
     cfg = SuggestConfig(n=n, steps=steps, scheduler=scheduler, seed=seed, fit_box=not loose_box)
-    lm = load_for_inference(root, model, device=device)
-    scene = scene_layout(pixels, lm, lake=root, layout_from=layout_from, segmenter=segmenter, device=device)
-    result = run_suggest(pixels, lm, scene, control, obj, context, cfg)
-    request = request_record(image, pixels, lm, scene, control, obj, context, cfg)
-    return root, pixels, control, result, request
+    return pixels, control, cfg
 
 
 def _out_dir(out: Path | None, root: Path, kind: str) -> Path:
     if out is not None:
         return out
-    run = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    return root / "runs" / f"kind={kind}" / f"run={run}"
+    from smartmask.lake.paths import run_dir
+
+    return run_dir(root, kind, f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
 
 
 @app.command()
@@ -84,23 +90,27 @@ def suggest(image: Annotated[Path, typer.Argument(help="The image to insert into
             seed: SeedOpt = 0, steps: StepsOpt = 20, scheduler: SchedOpt = "dpm", device: DeviceOpt = None,
             loose_box: LooseOpt = False) -> None:
     """N mask suggestions for inserting --object into IMAGE: mask PNGs, an overlay preview, a JSON record each."""
-    _offline_defaults()
-    try:
-        root, pixels, _, result, request = _suggest_job(image, obj, context, bbox, point, scribble, n, layout_from,
-                                                        segmenter, model, lake, seed, steps, scheduler, device,
-                                                        loose_box)
-    except _errors() as e:
-        raise _bad_input(str(e)) from None
-    from smartmask.inference.pipeline import write_suggestions
+    offline_defaults()
+    from smartmask.inference.pipeline import SmartMaskPipeline
+    from smartmask.lake.paths import lake_root
 
+    root = lake_root(lake)
+    try:
+        pixels, control, cfg = _request(image, obj, context, bbox, point, scribble, n, seed, steps, scheduler,
+                                        loose_box)
+        pipe = SmartMaskPipeline.from_lake(root, model, segmenter=segmenter, device=device)
+        found = pipe.suggest(obj, context, image=pixels, layout_from=layout_from, control=control, config=cfg)
+    except _errors() as e:
+        raise _exit2(e) from None
     folder = _out_dir(out, root, "suggest")
-    summary = write_suggestions(folder, pixels, result, request)
+    found.request["image"] = str(image.resolve())
+    summary = found.write(folder, pixels)
     for s in summary["suggestions"]:
         typer.echo(f"#{s['rank']} seed {s['seed']} score {s['score']:.3f} area {s['area_fraction']:.3f} "
                    f"bbox {s['bbox']}{' EMPTY' if s['empty'] else ''}")
     typer.echo(f"{len(summary['suggestions'])} suggestion(s), {summary['duplicates_dropped']} near-duplicate(s) "
-               f"dropped, model {request['model_version']}, layout {request['layout_source']} "
-               f"({request['unknown_regions']} unknown region(s)), {summary['seconds']:.1f} s")
+               f"dropped, model {summary['model_version']}, layout {summary['layout_source']} "
+               f"({summary['unknown_regions']} unknown region(s)), {summary['seconds']:.1f} s")
     typer.echo(str(folder))
 
 
@@ -122,67 +132,57 @@ def insert(image: Annotated[Path, typer.Argument(help="The image to insert into"
            device: DeviceOpt = None, loose_box: LooseOpt = False) -> None:
     """Insert --object into IMAGE inside a SmartMask suggestion (or --mask / the box baseline); pixels outside the
     dilated mask stay bit-identical to the input."""
-    _offline_defaults()
+    offline_defaults()
     import dataclasses
 
-    from smartmask.inference.images import BadInput, load_image, load_mask, save_png
-    from smartmask.inference.inpaint import InpaintConfig, load_inpainter, parse_spec
-    from smartmask.inference.insert import insert_object
-    from smartmask.inference.paste import box_mask
-    from smartmask.inference.pipeline import write_suggestions
+    from smartmask.boxes import box_mask
+    from smartmask.inference.errors import BadInput
+    from smartmask.inference.images import load_image, load_mask
+    from smartmask.inference.inpaint import InpaintConfig, parse_spec
+    from smartmask.inference.pipeline import SmartMaskPipeline
     from smartmask.inference.suggest import Control
-    from smartmask.lake.io import write_json_atomic
+    from smartmask.lake.paths import lake_root
 
+    root = lake_root(lake)
+    cfg = InpaintConfig()
+    if inpaint_steps is not None:
+        cfg = dataclasses.replace(cfg, steps=inpaint_steps)
     try:
         if mask_from not in ("smartmask", "box"):
-            raise BadInput(f"--mask-from must be smartmask or box, got {mask_from!r}")
+            raise BadInput(f"the mask source must be smartmask or box, got {mask_from!r}", "mask")
         if not obj.strip():
-            raise BadInput("--object is empty")
+            raise BadInput("the object name is empty", "object")
         try:
             parse_spec(inpainter)
         except ValueError as e:
-            raise BadInput(str(e)) from None
-        record: dict = {"object": obj, "context": context, "inpainter_spec": inpainter}
+            raise BadInput(str(e), "inpainter") from None
+        chosen, source = None, None
         if mask is not None or mask_from == "box":
             pixels = load_image(image)
             H, W = pixels.shape[:2]
             if mask is not None:
-                chosen = load_mask(mask, (H, W))
-                record["mask_source"] = f"file:{mask.resolve()}"
+                chosen, source = load_mask(mask, (H, W)), f"file:{mask.resolve()}"
             else:
                 control = Control.parse(H, W, bbox=bbox)
                 if control.kind != "box":
-                    raise BadInput("--mask-from box needs --bbox")
-                chosen = box_mask(control.box, H, W)
-                record["mask_source"] = "box-baseline"
-            if not chosen.any():
-                raise BadInput("the mask is empty: nothing to inpaint")
+                    raise BadInput("the box baseline needs a box", "box")
+                chosen, source = box_mask(control.box, H, W), "box-baseline"
+            pipe = SmartMaskPipeline.from_lake(root, with_model=False, inpainter=inpainter, inpaint_config=cfg,
+                                               device=device)
+            done = pipe.insert(obj, context, image=pixels, mask=chosen, mask_source=source, seed=seed)
         else:
-            _, pixels, _, result, request = _suggest_job(image, obj, context, bbox, point, scribble, n, layout_from,
-                                                         segmenter, model, lake, seed, steps, scheduler, device,
-                                                         loose_box)
-            write_suggestions(out, pixels, result, request)
-            if pick > len(result.suggestions):
-                raise BadInput(f"--pick {pick}: only {len(result.suggestions)} distinct suggestion(s)")
-            s = result.suggestions[pick - 1]
-            if s.empty:
-                raise BadInput(f"suggestion {pick} is empty (the model placed no {obj}); try another --seed or --pick")
-            chosen = s.mask_HW
-            record |= {"mask_source": f"smartmask:{request['model_version']}", "pick": pick, "suggest": request}
-        cfg = InpaintConfig()
-        if inpaint_steps is not None:
-            cfg = dataclasses.replace(cfg, steps=inpaint_steps)
-        painter = load_inpainter(inpainter, device=device, config=cfg)
+            pixels, control, scfg = _request(image, obj, context, bbox, point, scribble, n, seed, steps, scheduler,
+                                             loose_box)
+            pipe = SmartMaskPipeline.from_lake(root, model, segmenter=segmenter, inpainter=inpainter,
+                                               inpaint_config=cfg, device=device)
+            found = pipe.suggest(obj, context, image=pixels, layout_from=layout_from, control=control, config=scfg)
+            found.request["image"] = str(image.resolve())
+            found.write(out, pixels)
+            done = pipe.insert(obj, context, image=pixels, suggestions=found, pick=pick, seed=seed)
     except _errors() as e:
-        raise _bad_input(str(e)) from None
-    try:
-        res = insert_object(pixels, chosen, obj, context, painter, cfg, seed=seed)
-    except ValueError as e:  # e.g. the synthetic inpainter asked for a class the world does not have
-        raise _bad_input(str(e)) from None
-    save_png(out / "inserted.png", res.image)
-    save_png(out / "mask.png", chosen)
-    save_png(out / "dilated-mask.png", res.dilated)
-    write_json_atomic(record | res.record(), out / "insert.json")
-    typer.echo(f"inserted {obj!r} with {res.inpainter_id}: mask {int(chosen.sum())} px, crop {res.crop_box} at "
-               f"{res.native}px, {res.timings.get('total', 0.0):.1f} s")
+        raise _exit2(e) from None
+    done.write(out)
+    res = done.result
+    typer.echo(f"inserted {obj!r} with {res.inpainter_id}: mask {int(done.mask_HW.sum())} px, crop {res.crop_box} "
+               f"at {res.native}px, {res.timings.get('total', 0.0):.1f} s")
     typer.echo(str(out))

@@ -1,7 +1,8 @@
 """Flow `demo`: every stage that exists, on the embedded synthetic world. Each issue adds its stage.
 
 Now: synth → rebuild (ingest, validate, order, template captions, card, publish) → DuckDB summary → train the tiny
-preset on 2 Ray workers for a time budget → register the model → held-out check: IoU of box-guided masks vs the box
+preset on 2 Ray workers for a time budget (or a fixed step count) → register the model → held-out checks through
+the pipeline object: IoU of box-guided masks vs the box at 32×32
 → the product path on held-out scenes (`suggest` with a box, mask-free diversity, DPM-Solver 20 vs DDIM 50, at
 image resolution) → one `insert` with the `synthetic` inpainter (the world's own renderer, not a generative model),
 whose output must equal the input outside the dilated mask.
@@ -19,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.rebuild_dataset import rebuild_dataset
 from smartmask.config import SynthConfig
-from smartmask.lake.layout import lake_root
+from smartmask.lake.paths import lake_root
 from smartmask.lake.query import format_table, run_query
 
 
@@ -44,36 +45,25 @@ SUMMARY = [
 ]
 
 
-@task(name="heldout-check", cache_policy=NO_CACHE)
-def heldout_task(root: Path, model_version: str, dataset: str, dataset_version: str) -> dict | None:
+@task(name="heldout-checks", cache_policy=NO_CACHE)
+def heldout_task(root: Path, model_version: str, dataset: str, dataset_version: str) -> tuple[dict, dict] | None:
+    """Both held-out checks through the pipeline: every held-out sample at 32×32 (91 in the default world; at most
+    128), and the suggest path at image size (the box claim on up to 40 targets, the rest on 10)."""
     import json
 
-    from smartmask.registry import load_model, model_dir
-    from smartmask.training.heldout import box_guided_iou
+    from smartmask.evaluation.heldout import grid_check, product_path_check
+    from smartmask.inference.pipeline import SmartMaskPipeline
+    from smartmask.lake.paths import model_dir
     from smartmask.training.samples import SampleConfig
 
-    model, _ = load_model(root, model_version)
+    pipe = SmartMaskPipeline.from_lake(root, model_version)
     sample = json.loads((model_dir(root, model_version) / "training.json").read_text())["sample"]
     try:
-        # Every held-out sample of the default world (91 of them; at most 128).
-        return box_guided_iou(model.eval(), root, dataset, dataset_version, SampleConfig(**sample), n_samples=128)
+        grid = grid_check(pipe, dataset, dataset_version, SampleConfig(**sample), n_samples=128)
+        path = product_path_check(pipe, dataset, dataset_version, n_items=10, box_items=40)
     except ValueError:  # too few scenes for a held-out split
         return None
-
-
-@task(name="product-path-check", cache_policy=NO_CACHE)
-def product_path_task(root: Path, model_version: str, dataset: str, dataset_version: str) -> dict | None:
-    from smartmask.inference.heldout import product_path_check
-    from smartmask.inference.pipeline import load_for_inference
-
-    lm = load_for_inference(root, model_version)
-    try:
-        # The box claim on up to 40 targets (every held-out scene of the default world, two each): with 10 its
-        # mean moved by +-0.02 between runs, as much as the margin it reports.
-        return product_path_check(lm.model.eval(), root, dataset, dataset_version, alpha=lm.alpha, n_items=10,
-                                  box_items=40)
-    except ValueError:  # too few scenes for a held-out split
-        return None
+    return grid, path
 
 
 @task(name="insert-one", cache_policy=NO_CACHE)
@@ -82,14 +72,12 @@ def insert_task(root: Path, model_version: str, dataset: str, dataset_version: s
     import numpy as np
     import pyarrow.parquet as pq
 
-    from smartmask.inference.heldout import heldout_targets
-    from smartmask.inference.images import load_image, save_png
-    from smartmask.inference.inpaint import InpaintConfig, load_inpainter
-    from smartmask.inference.insert import insert_object
-    from smartmask.inference.pipeline import load_for_inference, run_suggest, scene_layout
+    from smartmask.boxes import mask_box
+    from smartmask.evaluation.heldout import heldout_targets
+    from smartmask.inference.images import load_image
+    from smartmask.inference.pipeline import SmartMaskPipeline
     from smartmask.inference.suggest import Control, SuggestConfig
-    from smartmask.lake.layout import dataset_dir
-    from smartmask.training.guidance import mask_box
+    from smartmask.lake.paths import dataset_dir, run_dir
 
     items = heldout_targets(root, dataset, dataset_version, 1, min_area_frac=0.02, seed=7)
     if not items:
@@ -98,26 +86,25 @@ def insert_task(root: Path, model_version: str, dataset: str, dataset_version: s
     uri = pq.read_table(dataset_dir(root, dataset, dataset_version) / "images", columns=["uri"],
                         filters=[("image_id", "=", it["image_id"])]).column("uri")[0].as_py()
     image = load_image(uri)
-    lm = load_for_inference(root, model_version)
-    scene = scene_layout(image, lm, lake=root, layout_from=f"{dataset}@{dataset_version}:{it['image_id']}:{it['k']}",
-                         segmenter=None)
+    pipe = SmartMaskPipeline.from_lake(root, model_version, inpainter="synthetic")
     control = Control("box", box=tuple(float(v) for v in mask_box(it["mask"])))
-    result = run_suggest(image, lm, scene, control, it["label"], it["caption"], SuggestConfig(n=4))
-    cfg = InpaintConfig()
-    res = insert_object(image, result.suggestions[0].mask_HW, it["label"], it["caption"], load_inpainter("synthetic"),
-                        cfg)
-    out = root / "runs" / "kind=insert" / f"run=demo-{model_version}-{it['image_id']}"
-    save_png(out / "inserted.png", res.image)
-    save_png(out / "mask.png", result.suggestions[0].mask_HW)
-    outside = ~res.dilated
+    done = pipe.insert(it["label"], it["caption"], image=image, control=control, config=SuggestConfig(n=4),
+                       layout_from=f"{dataset}@{dataset_version}:{it['image_id']}:{it['k']}")
+    out = run_dir(root, "insert", f"demo-{model_version}-{it['image_id']}")
+    done.write(out)
+    outside = ~done.dilated
     return {"image_id": it["image_id"], "object": it["label"], "out": str(out),
-            "changed_inside": int(np.any(res.image != image, axis=2).sum()),
-            "identical_outside": bool(np.array_equal(res.image[outside], image[outside]))}
+            "changed_inside": int(np.any(done.image != image, axis=2).sum()),
+            "identical_outside": bool(np.array_equal(done.image[outside], image[outside]))}
 
 
 @flow(name="demo")
-def demo(lake: str | None = None, scenes: int = 200, seed: int = 0, train_budget_s: float = 180.0) -> dict:
-    """Returns {"dataset_version", "report"}; the CLI prints the report, then the version as its last line."""
+def demo(lake: str | None = None, scenes: int = 200, seed: int = 0, train_budget_s: float = 180.0,
+         train_steps: int | None = None) -> dict:
+    """Returns the versions, every check's numbers and the printed report (the CLI prints it, then the last id).
+
+    Training runs for `train_budget_s` seconds (what a user gets on their machine), or exactly `train_steps` steps
+    when given (what a test needs: the same model on any machine). 0 for either skips training."""
     root = lake_root(lake)
     raw = root / "raw" / f"synth-seed{seed}-n{scenes}"
     ann = synth_task(raw, scenes, seed)
@@ -129,21 +116,26 @@ def demo(lake: str | None = None, scenes: int = 200, seed: int = 0, train_budget
         width = 120 if title.startswith("captions") else 40
         report.append(f"-- {title}\n{format_table(run_query(root, sql, [version]), max_rows=30, max_width=width)}")
     report.append(f"dataset card: {root / 'datasets' / 'name=synth' / f'version={version}' / 'CARD.md'}")
-    if train_budget_s <= 0:
+    if (train_budget_s <= 0 and train_steps is None) or train_steps == 0:
         return {"dataset_version": version, "report": "\n".join(report), "last_id": version}
-    from flows.train import train
+    from flows.train import TrainJob, train
 
-    trained = train(f"synth@{version}", preset="tiny", workers=2, lake=str(root), steps=100_000,
-                    time_budget_s=train_budget_s)
+    if train_steps is not None:
+        job = TrainJob(dataset=f"synth@{version}", workers=2, lake=str(root), steps=train_steps)
+        how = f"{train_steps} steps"
+    else:
+        job = TrainJob(dataset=f"synth@{version}", workers=2, lake=str(root), steps=100_000,
+                       time_budget_s=train_budget_s)
+        how = f"a {train_budget_s:.0f} s budget"
+    trained = train(job)
     mv = trained["model_version"]
-    report.append(f"model {mv}: tiny preset, 2 Ray workers, {trained['metrics'].get('step')} steps in a "
-                  f"{train_budget_s:.0f} s budget, loss {trained['metrics'].get('loss'):.4f}, "
-                  f"val loss {trained['metrics'].get('val_loss'):.4f}")
-    check = heldout_task(root, mv, "synth", version)
+    report.append(f"model {mv}: tiny preset, 2 Ray workers, {trained['metrics'].get('step')} steps ({how}), "
+                  f"loss {trained['metrics'].get('loss'):.4f}, val loss {trained['metrics'].get('val_loss'):.4f}")
+    checks = heldout_task(root, mv, "synth", version)
+    check, path = checks if checks else (None, None)
     if check:
         report.append(f"held-out, box guidance ({check['samples']} samples): mask IoU {check['model_iou']:.3f} "
                       f"vs the box itself {check['box_iou']:.3f}")
-    path = product_path_task(root, mv, "synth", version)
     if path:
         report.append(f"suggest --bbox, held-out, image resolution ({path['box_items']} targets, rank-1 of "
                       f"{path['suggestions']}): "

@@ -13,7 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from smartmask.config import RebuildConfig
-from smartmask.lake.layout import lake_root
+from smartmask.lake.paths import lake_root
 from tasks.captions import caption_task
 from tasks.rebuild import plan_task, publish_task, shard_processes, shard_task
 

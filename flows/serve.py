@@ -159,7 +159,7 @@ def serve(config_path: str | os.PathLike | ServeConfig = DEFAULT_CONFIG, lake: s
     Returns after Ctrl-C / SIGTERM, having stopped the local server (when it started one).
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from smartmask.lake.layout import lake_root
+    from smartmask.lake.paths import lake_root
 
     cfg = config_path if isinstance(config_path, ServeConfig) else load_serve_config(config_path)
     cfg = dataclasses.replace(cfg, lake=lake_root(lake) if lake else (cfg.lake or lake_root(None)))

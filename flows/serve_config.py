@@ -230,7 +230,7 @@ def build_rebuild(entry: RebuildSchedule, cfg: ServeConfig) -> RunnerDeployment:
     from prefect.deployments.runner import EntrypointType
 
     from flows.rebuild_dataset import rebuild_dataset
-    from smartmask.lake.layout import lake_root
+    from smartmask.lake.paths import lake_root
 
     params: dict[str, Any] = {"source": entry.source, "images": entry.images, "name": entry.name,
                               "lake": str(cfg.lake or lake_root(None))}

@@ -1,4 +1,5 @@
-"""Frozen, typed configs. A run config is a Python value, not a pile of CLI flags; `tiny()` is for tests."""
+"""Frozen, typed configs of the data side. A run config is a Python value, not a pile of CLI flags; `for_tests()`
+factories give test-size settings."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ class SynthConfig:
     outdoor_prob: float = 0.6
 
     @classmethod
-    def tiny(cls) -> SynthConfig:
+    def small(cls) -> SynthConfig:
+        """160x120 scenes with few objects (`smartmask synth --small`)."""
         return cls(width=160, height=120, min_things=3, max_things=7)
 
 
@@ -47,7 +49,8 @@ class RebuildConfig:
     caption_actors: int = 1  # Ray Data actors for a model captioner (one GPU each when GPUs exist)
 
     @classmethod
-    def tiny(cls) -> RebuildConfig:
+    def for_tests(cls) -> RebuildConfig:
+        """Test-size settings (not the `tiny` preset: that is `smartmask.presets.tiny`)."""
         return cls(shard_size=4, workers=1, caption_batch_size=4)
 
     def content_hash(self) -> str:

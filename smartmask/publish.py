@@ -7,7 +7,6 @@ import json
 import shutil
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,11 +15,10 @@ import pyarrow.parquet as pq
 from smartmask import DATA_CODE_VERSION
 from smartmask.lake.cards import write_card
 from smartmask.lake.io import rows_to_table, write_json_atomic, write_parquet_atomic
-from smartmask.lake.layout import REJECTS, VOCABULARY, dataset_dir
+from smartmask.lake.paths import dataset_dir
+from smartmask.lake.schemas import REJECTS, VOCABULARY
+from smartmask.rebuild_plan import Plan
 from smartmask.sources.base import reject
-
-if TYPE_CHECKING:
-    from smartmask.rebuild import Plan
 
 CAPTION_FAILURES = "_caption_failures.json"  # in staging: images the caption stage could not caption
 
@@ -81,10 +79,7 @@ def publish(plan: Plan) -> dict:
     labels = pq.read_table(plan.staging / "layers", columns=["label"]).column("label").value_counts().to_pylist()
     instances = {d["values"]: d["counts"] for d in labels}
     vocab = plan.vocabulary
-    colours = vocab.colours
-    rows = [{"label_id": i + 1, "label": lab, "is_stuff": vocab.stuff[i], "r": int(colours[i + 1][0]),
-             "g": int(colours[i + 1][1]), "b": int(colours[i + 1][2]), "instances": int(instances.get(lab, 0))}
-            for i, lab in enumerate(vocab.labels)]
+    rows = [r | {"instances": int(instances.get(r["label"], 0))} for r in vocab.rows()]
     write_parquet_atomic(rows_to_table(rows, VOCABULARY), plan.staging / "vocabulary" / "part-00000.parquet")
     manifest = {
         "name": plan.name, "version": plan.version, "source": plan.source, "images_root": str(plan.images_root),

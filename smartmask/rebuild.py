@@ -13,58 +13,23 @@ import hashlib
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from smartmask import DATA_CODE_VERSION, masks
 from smartmask.captioning import captioner_id
+from smartmask.conditioning.vocabulary import Vocabulary
 from smartmask.config import RebuildConfig
 from smartmask.lake.io import rows_to_table, write_json_atomic, write_parquet_atomic
-from smartmask.lake.layout import IMAGES, LAYERS, REJECTS, dataset_dir, staging_dir
+from smartmask.lake.paths import dataset_dir
+from smartmask.lake.schemas import IMAGES, LAYERS, REJECTS
 from smartmask.ordering import order_layers
+from smartmask.publish import publish
+from smartmask.rebuild_plan import Plan, ShardJob
 from smartmask.sources import SourceImage, load_source
 from smartmask.sources.base import reject
 from smartmask.validate import Reject, check_image, normalise_label, resolve_image, to_rle
-from smartmask.vocab import Vocabulary
-
-
-@dataclass(slots=True)
-class ShardJob:
-    """Everything one shard needs; small enough to pickle to a worker process."""
-
-    index: int
-    images: list[SourceImage]
-    sha256: dict[str, str | None]
-    label_ids: dict[str, int]
-    images_root: Path
-    staging: Path
-    source: str
-    config: RebuildConfig
-
-
-@dataclass(slots=True)
-class Plan:
-    name: str
-    version: str
-    lake: Path
-    source: str
-    images_root: Path
-    config: RebuildConfig
-    published: bool
-    vocabulary: Vocabulary
-    counts_in: dict[str, int]
-    parse_rejects: list[dict]
-    captioner_id: str
-    jobs: list[ShardJob] = field(default_factory=list)
-
-    @property
-    def staging(self) -> Path:
-        return staging_dir(self.lake, self.name, self.version)
-
-    def pending(self) -> list[ShardJob]:
-        return [j for j in self.jobs if not (self.staging / "_done" / f"{j.index:05d}.json").exists()]
 
 
 def _file_sha256(path: Path) -> str | None:
@@ -233,8 +198,6 @@ def process_shard(job: ShardJob) -> dict:
 def rebuild(source_spec: str, images_dir: str | Path, name: str, lake: Path,
             config: RebuildConfig = RebuildConfig()) -> dict:
     """The whole rebuild in-process (no Prefect): what the flow does, minus retries and parallelism."""
-    from smartmask.publish import publish
-
     plan = plan_rebuild(source_spec, images_dir, name, lake, config)
     if not plan.published:
         for job in plan.pending():

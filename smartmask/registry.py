@@ -23,7 +23,8 @@ from safetensors.torch import load_file
 
 from smartmask import DATA_CODE_VERSION
 from smartmask.lake.io import rows_to_table, write_json_atomic, write_parquet_atomic
-from smartmask.lake.layout import MODELS, dataset_dir
+from smartmask.lake.paths import dataset_dir, model_dir
+from smartmask.lake.schemas import MODELS
 from smartmask.model.config import ModelConfig
 from smartmask.model.network import SmartMask
 
@@ -44,10 +45,6 @@ def resolve_dataset(lake: Path, ref: str) -> tuple[str, str]:
     if not manifests:
         raise NotFound(f"dataset {name!r} has no published version in {lake}")
     return name, max(manifests, key=lambda m: (m["created_at"], m["version"]))["version"]
-
-
-def model_dir(lake: Path, version: str) -> Path:
-    return lake / "models" / f"version={version}"
 
 
 def resolve_model(lake: Path, version: str | None = None) -> str:

@@ -16,9 +16,10 @@ from prefect.cache_policies import NO_CACHE
 
 from smartmask.captioning.stage import cache_dir, read_cache, write_cache_part
 from smartmask.lake.io import rows_to_table, write_json_atomic, write_parquet_atomic
-from smartmask.lake.layout import CAPTIONS
+from smartmask.lake.schemas import CAPTIONS
 from smartmask.publish import CAPTION_FAILURES
-from smartmask.rebuild import Plan, caption_template
+from smartmask.rebuild import caption_template
+from smartmask.rebuild_plan import Plan
 
 
 def _model_captions(plan: Plan) -> dict:

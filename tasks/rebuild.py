@@ -23,7 +23,8 @@ from prefect.cache_policies import NO_CACHE
 
 from smartmask.config import RebuildConfig
 from smartmask.publish import publish
-from smartmask.rebuild import Plan, ShardJob, plan_rebuild, process_shard
+from smartmask.rebuild import plan_rebuild, process_shard
+from smartmask.rebuild_plan import Plan, ShardJob
 
 _POOL: ProcessPoolExecutor | None = None
 

@@ -16,7 +16,7 @@ import pytest
 from tiny_models import build_tiny_instructblip
 
 from smartmask.config import SynthConfig
-from smartmask.lake.layout import dataset_dir
+from smartmask.lake.paths import dataset_dir
 from smartmask.synth import generate
 
 N = 40

@@ -12,7 +12,7 @@ import pytest
 from smartmask import masks
 from smartmask.captioning.template import caption, plural
 from smartmask.config import RebuildConfig, SynthConfig
-from smartmask.lake.layout import dataset_dir
+from smartmask.lake.paths import dataset_dir
 from smartmask.lake.query import run_query
 from smartmask.rebuild import rebuild
 from smartmask.synth import generate
@@ -25,7 +25,7 @@ def built(tmp_path_factory):
     world = tmp / "world"
     generate(world, 40, seed=11, config=SynthConfig(width=320, height=240, min_things=6, max_things=12), workers=2)
     lake = tmp / "lake"
-    m = rebuild(f"cocoa:{world / 'annotations.json'}", world / "images", "synth", lake, RebuildConfig.tiny())
+    m = rebuild(f"cocoa:{world / 'annotations.json'}", world / "images", "synth", lake, RebuildConfig.for_tests())
     d = dataset_dir(lake, "synth", m["version"])
     layers = pq.read_table(d / "layers").to_pylist()
     by_image: dict[str, list[dict]] = {}
@@ -100,7 +100,7 @@ def test_card_stats_and_diff_against_previous_version(built, tmp_path):
     doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] != gone["id"]]
     src = tmp_path / "fewer.json"
     src.write_text(json.dumps(doc))
-    m2 = rebuild(f"cocoa:{src}", built["world"] / "images", "synth", built["lake"], RebuildConfig.tiny())
+    m2 = rebuild(f"cocoa:{src}", built["world"] / "images", "synth", built["lake"], RebuildConfig.for_tests())
     assert m2["version"] != m1["version"]
     diff = {r["key"]: (r["value"], r["text"]) for r in run_query(
         built["lake"], "SELECT key, value, text FROM stats WHERE version = ? AND section = 'diff'",

@@ -50,7 +50,7 @@ def lake(tmp_path_factory):
            "annotations": [{"id": 1, "image_id": 1, "regions": [
                {"segmentation": rect(0, 0, 64, 48), "name": "sky", "isStuff": 1, "order": 2},
                {"segmentation": rect(5, 5, 20, 20), "name": "bird", "order": 1}]}]}
-    rebuild(f"cocoa:{write_json(tmp / 'a.json', doc)}", tmp / "img", "q", tmp / "lake", RebuildConfig.tiny())
+    rebuild(f"cocoa:{write_json(tmp / 'a.json', doc)}", tmp / "img", "q", tmp / "lake", RebuildConfig.for_tests())
     return tmp / "lake"
 
 

@@ -19,7 +19,7 @@ from smartmask.inference.inpaint import (
 )
 from smartmask.inference.insert import build_prompt, insert_object
 from smartmask.inference.synthetic_inpaint import SyntheticInpainter, paint
-from smartmask.models import ModelNotFound
+from smartmask.pretrained import ModelNotFound
 from smartmask.synth.render import PALETTE
 from tests.tiny_inpaint import (
     TINY_NATIVE,
@@ -29,7 +29,7 @@ from tests.tiny_inpaint import (
 )
 from tests.tiny_models import build_tiny_sd15
 
-CFG = InpaintConfig.tiny()
+CFG = InpaintConfig.for_tests()
 
 
 def ellipse(H: int, W: int, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
@@ -105,7 +105,7 @@ def test_controlnet_condition_follows_the_sd15_inpaint_convention_and_reaches_th
     assert (cond[mask] == -1.0).all()
     assert np.allclose(cond[~mask], image[~mask] / 255.0)
     # The condition is used: the same call with a white-filled condition gives different pixels.
-    white = DiffusersInpainter(cn15.pipe, cn15.kind, cn15.id, cn15.native, InpaintConfig.tiny(control_fill=1.0), "cpu")
+    white = DiffusersInpainter(cn15.pipe, cn15.kind, cn15.id, cn15.native, InpaintConfig.for_tests(control_fill=1.0), "cpu")
     a = cn15(image, mask, "a boat", "", 0)
     b = white(image, mask, "a boat", "", 0)
     assert a.shape == (TINY_NATIVE, TINY_NATIVE, 3) and a.dtype == np.uint8

@@ -23,7 +23,7 @@ from smartmask.captioning.instructblip import (  # noqa: E402
     InstructBlipCaptioner,
     captioner_id,
 )
-from smartmask.models import ModelNotFound, UnsafeWeights, load_pretrained, model_revision  # noqa: E402
+from smartmask.pretrained import ModelNotFound, UnsafeWeights, load_pretrained, model_revision  # noqa: E402
 
 PROMPT = "describe the image"
 MAX_NEW = 8

@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from smartmask import presets
 from smartmask.config import RebuildConfig, SynthConfig
-from smartmask.model.config import ModelConfig
 from smartmask.model.network import SmartMask
 from smartmask.rebuild import rebuild
 from smartmask.synth import generate
@@ -38,12 +38,12 @@ def lake(tmp_path_factory) -> tuple[Path, str]:
     tmp = tmp_path_factory.mktemp("loop")
     generate(tmp / "w", 8, seed=5, config=SynthConfig(width=160, height=120, min_things=3, max_things=6), workers=1)
     m = rebuild(f"cocoa:{tmp / 'w' / 'annotations.json'}", tmp / "w" / "images", "s", tmp / "lake",
-                RebuildConfig.tiny())
+                RebuildConfig.for_tests())
     return tmp / "lake", m["version"]
 
 
 def _train(lake: Path, version: str, run: str, ex, work: Path, train: TrainConfig = TRAIN) -> dict:
-    return run_training(model_cfg=ModelConfig.tiny(), sample_cfg=SampleConfig.tiny(), train_cfg=train, lake=lake,
+    return run_training(model_cfg=presets.tiny_model(), sample_cfg=SampleConfig.for_tests(), train_cfg=train, lake=lake,
                         dataset="s", dataset_version=version, run_dir=lake / "runs" / "kind=train" / f"run={run}",
                         ex=ex, work_dir=work)
 
@@ -146,7 +146,7 @@ def _initial_trainable() -> dict[str, torch.Tensor]:
     from smartmask.model.network import SmartMask
 
     torch.manual_seed(TRAIN.seed)
-    m = SmartMask.build(ModelConfig.tiny())
+    m = SmartMask.build(presets.tiny_model())
     return {n: p.detach() for n, p in m.named_parameters() if p.requires_grad}
 
 
@@ -197,7 +197,7 @@ def test_ema_warms_up_so_the_initial_weights_fade():
 def test_cpu_bf16_autocast_is_explicit_or_detected_and_reaches_the_loop(lake, tmp_path):
     root, version = lake
     torch.manual_seed(0)
-    model = SmartMask.build(ModelConfig.tiny())
+    model = SmartMask.build(presets.tiny_model())
     x = torch.randn(2, 1, 32, 32)
     feats = model.encode_layout(torch.rand(2, 3, 32, 32))
     text = model.encode_text(["dog", "car"], ["a park", "a street"])

@@ -12,6 +12,7 @@ import pytest
 import torch
 from tiny_models import TINY_SD15_RESOLUTION, build_tiny_sd15
 
+from smartmask import presets
 from smartmask.model import ModelConfig, SmartMask, sample_masks
 from smartmask.model.network import (
     TINY_BOS_ID,
@@ -55,7 +56,7 @@ def batch() -> dict:
 def trained(batch):
     """A tiny model trained 60 AdamW steps on the fixed batch; loss_at before/after at fixed t and noise."""
     torch.manual_seed(0)
-    model = SmartMask.build(ModelConfig.tiny())
+    model = SmartMask.build(presets.tiny_model())
     noise = torch.randn(model.noise_shape(4), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         before = model.loss_at(batch, 500, noise).item()
@@ -75,7 +76,7 @@ def trained(batch):
 
 @pytest.fixture(scope="module")
 def untrained() -> SmartMask:
-    return SmartMask.build(ModelConfig.tiny()).eval()
+    return SmartMask.build(presets.tiny_model()).eval()
 
 
 @pytest.fixture(scope="module")
@@ -87,24 +88,24 @@ def tiny_sd15(tmp_path_factory):
 
 
 def test_config_json_round_trip_and_validation():
-    for cfg in (ModelConfig.tiny(), ModelConfig.sd15("runwayml/stable-diffusion-v1-5"), ModelConfig.tiny(seed=3)):
+    for cfg in (presets.tiny_model(), presets.sd15_model("runwayml/stable-diffusion-v1-5"), presets.tiny_model(seed=3)):
         back = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
         assert back == cfg and back.content_hash() == cfg.content_hash()
-    assert ModelConfig.tiny().prediction_type == "sample"
-    assert ModelConfig.tiny().content_hash() != ModelConfig.tiny(seed=1).content_hash()
+    assert presets.tiny_model().prediction_type == "sample"
+    assert presets.tiny_model().content_hash() != presets.tiny_model(seed=1).content_hash()
     with pytest.raises(ValueError, match="base_model"):
-        ModelConfig.sd15("")
+        presets.sd15_model("")
     with pytest.raises(ValueError, match="preset"):
-        ModelConfig.tiny(preset="sdxl")
+        presets.tiny_model(preset="sdxl")
     with pytest.raises(ValueError, match="prediction_type"):
-        ModelConfig.tiny(prediction_type="eps")
+        presets.tiny_model(prediction_type="eps")
     with pytest.raises(ValueError, match="unknown ModelConfig keys"):
-        ModelConfig.from_dict({**ModelConfig.tiny().to_dict(), "lr": 1e-4})
+        ModelConfig.from_dict({**presets.tiny_model().to_dict(), "lr": 1e-4})
     with pytest.raises(dataclasses.FrozenInstanceError):
-        ModelConfig.tiny().resolution = 64  # type: ignore[misc]
+        presets.tiny_model().resolution = 64  # type: ignore[misc]
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="timestep_power"):
-            ModelConfig.tiny(timestep_power=bad)
+            presets.tiny_model(timestep_power=bad)
 
 
 def test_timestep_skew():
@@ -117,11 +118,11 @@ def test_timestep_skew():
     assert abs(float(uniform.float().mean()) / 1000 - 0.5) < 0.01
     assert abs(float(skewed.float().mean()) / 1000 - 0.625) < 0.01
     assert float((skewed < 200).float().mean()) < 0.1 < float((uniform < 200).float().mean())
-    assert ModelConfig.tiny().timestep_power == 0.6 and ModelConfig.sd15("x").timestep_power == 1.0
+    assert presets.tiny_model().timestep_power == 0.6 and presets.sd15_model("x").timestep_power == 1.0
 
 
 def test_config_import_is_light():
-    code = "import sys, smartmask.model as m; m.ModelConfig.tiny(); assert 'torch' not in sys.modules, 'torch'"
+    code = "import sys, smartmask.model as m; m.presets.tiny_model(); assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -143,9 +144,9 @@ def test_sd15_loads_through_loader_and_widens_conv_in(tiny_sd15):
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTokenizer
 
-    from smartmask.models import load_pretrained
+    from smartmask.pretrained import load_pretrained
 
-    cfg = ModelConfig.sd15(str(tiny_sd15), resolution=TINY_SD15_RESOLUTION)
+    cfg = presets.sd15_model(str(tiny_sd15), resolution=TINY_SD15_RESOLUTION)
     model = SmartMask.build(cfg)
     ref = load_pretrained(UNet2DConditionModel, str(tiny_sd15), subfolder="unet")
     w_old, w_new = ref.conv_in.weight, model.unet.conv_in.weight
@@ -184,7 +185,7 @@ def test_sd15_loads_through_loader_and_widens_conv_in(tiny_sd15):
 
 
 def test_sd15_save_holds_only_trainable_parts(tiny_sd15, tmp_path):
-    cfg = ModelConfig.sd15(str(tiny_sd15), resolution=TINY_SD15_RESOLUTION)
+    cfg = presets.sd15_model(str(tiny_sd15), resolution=TINY_SD15_RESOLUTION)
     model = SmartMask.build(cfg).eval()
     with torch.no_grad():
         model.unet.conv_in.weight[:, 4:].normal_()  # as if trained: the layout channels now matter
@@ -217,14 +218,14 @@ def test_trainable_parameters_tiny_trains_its_text_encoder(untrained, batch):
     assert {id(p) for p in untrained.layout_encoder.parameters()} <= trainable
     # Tiny's random-init CLIP trains with the U-Net (ModelConfig.train_text_encoder) and gets a gradient...
     assert all(id(p) in trainable and p.requires_grad for p in untrained.text_encoder.parameters())
-    model = SmartMask.build(ModelConfig.tiny())
+    model = SmartMask.build(presets.tiny_model())
     model.training_loss(batch, torch.Generator().manual_seed(0)).backward()
     assert model.text_encoder.get_input_embeddings().weight.grad.abs().sum() > 0
     # ...but never switches to training mode (no dropout), and with the option off it is frozen.
     untrained.train()
     assert not untrained.text_encoder.training and untrained.unet.training
     untrained.eval()
-    frozen = SmartMask.build(ModelConfig.tiny(train_text_encoder=False))
+    frozen = SmartMask.build(presets.tiny_model(train_text_encoder=False))
     kept = {id(p) for p in frozen.trainable_parameters()}
     assert all(id(p) not in kept and not p.requires_grad for p in frozen.text_encoder.parameters())
 
@@ -245,9 +246,9 @@ def test_object_embedding_carries_the_object_name_to_every_block(untrained, batc
         swapped = model.unet(x_in, t, encoder_hidden_states=text, class_labels=other[:, :L].mean(dim=1)).sample
     assert torch.equal(out, pooled)
     assert (out - swapped).abs().amax() > 1e-3
-    assert SmartMask.build(ModelConfig.tiny(object_embedding=False)).unet.class_embedding is None
+    assert SmartMask.build(presets.tiny_model(object_embedding=False)).unet.class_embedding is None
     with pytest.raises(ValueError, match="object_embedding is a tiny-preset option"):
-        ModelConfig.sd15("some/dir", object_embedding=True)
+        presets.sd15_model("some/dir", object_embedding=True)
 
 
 def test_tiny_attention_is_plain_matmuls_with_the_same_result(batch):
@@ -256,7 +257,7 @@ def test_tiny_attention_is_plain_matmuls_with_the_same_result(batch):
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    model = SmartMask.build(ModelConfig.tiny()).eval()
+    model = SmartMask.build(presets.tiny_model()).eval()
     procs = model.unet.attn_processors
     assert procs and all(type(p) is AttnProcessor for p in procs.values())
     assert model.text_encoder.config._attn_implementation == "eager"
@@ -312,7 +313,7 @@ def test_cfg_dropout_is_independent_per_sample(untrained, monkeypatch):
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_other_parameterisations_run(prediction_type, batch):
-    model = SmartMask.build(ModelConfig.tiny(prediction_type=prediction_type))
+    model = SmartMask.build(presets.tiny_model(prediction_type=prediction_type))
     loss = model.training_loss(batch, torch.Generator().manual_seed(0))
     assert torch.isfinite(loss)
     masks = sample_masks(model, batch["layout"][:1], batch["obj"][:1], batch["context"][:1], n=2, steps=2)

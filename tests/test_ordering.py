@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smartmask import masks
+from smartmask.conditioning.vocabulary import Vocabulary, colorize, f_layer, palette
 from smartmask.ordering import order_layers, topo_back_to_front
-from smartmask.vocab import Vocabulary, colorize, f_layer, palette
 
 H, W = 40, 48
 

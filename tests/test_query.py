@@ -10,16 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from smartmask.lake.layout import (
-    DATASET_TABLES,
-    IMAGES,
-    LAYERS,
-    REJECTS,
-    VOCABULARY,
-    dataset_dir,
-    staging_dir,
-)
+from smartmask.lake.paths import dataset_dir, staging_dir
 from smartmask.lake.query import QueryRefused, connect, format_table, run_query
+from smartmask.lake.schemas import DATASET_TABLES, IMAGES, LAYERS, REJECTS, VOCABULARY
 
 VERSIONS = ("v1", "v2")
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from smartmask.config import RebuildConfig, SynthConfig
-from smartmask.lake.layout import dataset_dir, staging_dir
+from smartmask.lake.paths import dataset_dir, staging_dir
 from smartmask.synth import generate
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from smartmask import masks
 from smartmask.config import RebuildConfig
-from smartmask.lake.layout import dataset_dir
+from smartmask.lake.paths import dataset_dir
 from smartmask.rebuild import rebuild
 
 H, W = 48, 64
@@ -119,7 +119,7 @@ def test_jsonl_and_kins_record_defects(tmp_path):
              json.dumps({"image_id": "a", "file_name": "a.png", "layers": [good]})]  # duplicate image id
     src = tmp_path / "s.jsonl"
     src.write_text("\n".join(lines) + "\n")
-    m = rebuild(f"jsonl:{src}", tmp_path / "img", "j", tmp_path / "lake", RebuildConfig.tiny())
+    m = rebuild(f"jsonl:{src}", tmp_path / "img", "j", tmp_path / "lake", RebuildConfig.for_tests())
     reasons = Counter(r["reason"] for r in _rejects(tmp_path / "lake", "j", m["version"]))
     assert reasons == {"duplicate_region_id": 1, "malformed_json": 1, "malformed_record": 1,
                        "duplicate_image_id": 2}  # the image line and its one layer
@@ -132,7 +132,7 @@ def test_jsonl_and_kins_record_defects(tmp_path):
                             {"id": 2, "image_id": 1, "category_id": 77, "segmentation": [rect(1, 1, 9, 9)]},
                             {"id": 3, "image_id": 5, "category_id": 1, "segmentation": [rect(1, 1, 9, 9)]}]}
     m = rebuild(f"kins:{write_json(tmp_path / 'k.json', kins)}", tmp_path / "img", "k", tmp_path / "lake",
-                RebuildConfig.tiny())
+                RebuildConfig.for_tests())
     reasons = Counter(r["reason"] for r in _rejects(tmp_path / "lake", "k", m["version"]))
     assert reasons == {"duplicate_region_id": 1, "unknown_category": 1, "unknown_image_id": 1}
     assert m["counts"]["region"] == {"in": 4, "accepted": 1, "rejected": 3}

@@ -12,9 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from smartmask import masks
-from smartmask.config import RebuildConfig, SynthConfig
-from smartmask.lake.layout import dataset_dir
-from smartmask.training.guidance import (
+from smartmask.conditioning.guidance import (
     GUIDANCE_KINDS,
     apply_guidance,
     blob_from_mask,
@@ -26,6 +24,9 @@ from smartmask.training.guidance import (
     point_guidance,
     scribble_guidance,
 )
+from smartmask.conditioning.vocabulary import f_layer
+from smartmask.config import RebuildConfig, SynthConfig
+from smartmask.lake.paths import dataset_dir
 from smartmask.training.samples import (
     LayerIndex,
     SampleConfig,
@@ -33,7 +34,6 @@ from smartmask.training.samples import (
     foreground_runs,
     resize_nearest,
 )
-from smartmask.vocab import f_layer
 
 REPO = Path(__file__).resolve().parents[1]
 ONLY = {kind: tuple(1.0 if k == kind else 0.0 for k in GUIDANCE_KINDS) for kind in GUIDANCE_KINDS}
@@ -47,7 +47,7 @@ def ds(tmp_path_factory):
     root = tmp_path_factory.mktemp("samples")
     world, lake = root / "world", root / "lake"
     generate(world, 30, seed=0, config=SynthConfig(width=160, height=120, min_things=4, max_things=8), workers=1)
-    m = rebuild(f"cocoa:{world / 'annotations.json'}", world / "images", "synth", lake, RebuildConfig.tiny())
+    m = rebuild(f"cocoa:{world / 'annotations.json'}", world / "images", "synth", lake, RebuildConfig.for_tests())
     d = dataset_dir(lake, "synth", m["version"])
     tables = {t: pq.read_table(d / t) for t in ("images", "layers", "captions", "vocabulary")}
     return {"lake": lake, "version": m["version"], **tables}
@@ -212,7 +212,7 @@ def test_foreground_runs_match_pycocotools():
 
 
 def test_sample_format_and_batch(index):
-    cfg = SampleConfig.tiny()
+    cfg = SampleConfig.for_tests()
     assert cfg.resolution == 32
     s = TrainingSampler(index, cfg, seed=0)
     x = s.sample(0)
@@ -234,7 +234,7 @@ def test_sample_format_and_batch(index):
 
 
 def test_deterministic_in_seed_and_i(index):
-    a, b = TrainingSampler(index, SampleConfig.tiny(), seed=7), TrainingSampler(index, SampleConfig.tiny(), seed=7)
+    a, b = TrainingSampler(index, SampleConfig.for_tests(), seed=7), TrainingSampler(index, SampleConfig.for_tests(), seed=7)
     for i in (0, 5, 123):
         x, y = a.sample(i), b.sample(i)
         assert x.keys() == y.keys()
@@ -246,7 +246,7 @@ def test_deterministic_in_seed_and_i(index):
     differs = lambda x, y: (x["image_id"], x["k"], x["guidance"]) != (y["image_id"], y["k"], y["guidance"]) \
         or not np.array_equal(x["layout"], y["layout"])  # noqa: E731
     assert all(differs(a.sample(i), a.sample(i + 1)) for i in range(5))
-    other = TrainingSampler(index, SampleConfig.tiny(), seed=8)
+    other = TrainingSampler(index, SampleConfig.for_tests(), seed=8)
     assert any(differs(a.sample(i), other.sample(i)) for i in range(5))
 
 
@@ -345,7 +345,7 @@ def test_split_filtering(ds):
     assert val.n_images >= 1 and set(train.image_ids) | set(val.image_ids) == set(both.image_ids)
     assert train.n_layers + val.n_layers == both.n_layers == ds["layers"].num_rows
     assert len(train) + len(val) == len(both)
-    held_out = TrainingSampler(val, SampleConfig.tiny(), seed=0)
+    held_out = TrainingSampler(val, SampleConfig.for_tests(), seed=0)
     assert {held_out.sample(i)["image_id"] for i in range(30)} <= set(val.image_ids)
     via_cfg = TrainingSampler.from_lake(ds["lake"], "synth", ds["version"], SampleConfig(resolution=16, split="val"))
     assert via_cfg.index.split == "val" and len(via_cfg) == len(val)
@@ -356,6 +356,6 @@ def test_split_filtering(ds):
 
 
 def test_library_imports_no_orchestrators():
-    code = ("import sys, smartmask.training.samples, smartmask.training.guidance; "
+    code = ("import sys, smartmask.training.samples, smartmask.conditioning.guidance; "
             "bad = [m for m in ('prefect', 'ray', 'torch') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

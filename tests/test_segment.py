@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from smartmask.conditioning.vocabulary import Vocabulary
 from smartmask.config import RebuildConfig, SynthConfig
 from smartmask.inference.layout import (
     UNKNOWN,
@@ -33,11 +34,10 @@ from smartmask.inference.synonyms import (
     load_synonyms,
     map_label,
 )
-from smartmask.lake.layout import VOCABULARY
-from smartmask.models.loader import ModelNotFound, model_revision
+from smartmask.lake.schemas import VOCABULARY
+from smartmask.pretrained import ModelNotFound, model_revision
 from smartmask.synth.world import STUFF, THINGS
 from smartmask.training.samples import LayerIndex, SampleConfig, TrainingSampler, resize_nearest
-from smartmask.vocab import Vocabulary
 
 # The segmenter's label set: COCO-panoptic names; the last three map onto nothing in the synthetic world.
 SEG_LABELS = ("person", "dining table", "sky-other-merged", "sea", "wall-other-merged", "giraffe", "truck",
@@ -102,7 +102,7 @@ def lake(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("layout")
     generate(tmp / "w", 6, seed=2, config=SynthConfig(width=160, height=120, min_things=4, max_things=8), workers=1)
     rebuild(f"cocoa:{tmp / 'w' / 'annotations.json'}", tmp / "w" / "images", "synth", tmp / "lake",
-            RebuildConfig.tiny())
+            RebuildConfig.for_tests())
     return tmp / "lake"
 
 

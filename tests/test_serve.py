@@ -260,7 +260,7 @@ def test_serve_registers_schedule_and_runs_on_demand(tmp_path, prefect_server):
 
     t0 = time.monotonic()
     ui, home = prefect_server
-    generate(tmp_path / "world", 6, seed=1, config=SynthConfig.tiny(), workers=1)
+    generate(tmp_path / "world", 6, seed=1, config=SynthConfig.small(), workers=1)
     cron = "0 3 1 1 *"  # never fires during a test
     cfg = _write(tmp_path, GOOD.replace("0 3 * * *", cron) + "workers = 1\nshard_size = 4\n")
     lake = tmp_path / "lake"

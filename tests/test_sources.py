@@ -10,7 +10,7 @@ from conftest import rect, write_images, write_json
 
 from smartmask import masks
 from smartmask.config import RebuildConfig
-from smartmask.lake.layout import dataset_dir
+from smartmask.lake.paths import dataset_dir
 from smartmask.rebuild import rebuild
 from smartmask.sources import SourceError, load_source
 
@@ -40,7 +40,7 @@ def test_public_cocoa_schema_ingests_in_order_back_to_front(tmp_path):
            "annotations": [{"author": "x", "url": "", "id": 1, "image_id": 9, "size": 3, "regions": regions,
                             "depth_constraint": "2-1,3-1,3-2"}]}
     ann = write_json(tmp_path / "COCO_amodal_val2014.json", doc)
-    m = rebuild(f"cocoa:{ann}", tmp_path / "img", "cocoa", tmp_path / "lake", RebuildConfig.tiny())
+    m = rebuild(f"cocoa:{ann}", tmp_path / "img", "cocoa", tmp_path / "lake", RebuildConfig.for_tests())
     assert m["counts"]["region"] == {"in": 3, "accepted": 3, "rejected": 0}
     rows = _layers(tmp_path / "lake", "cocoa", m["version"])
     assert [r["label"] for r in rows] == ["wall", "dining table", "dougnut"]  # order 3, 2, 1
@@ -58,7 +58,7 @@ def test_cocoa_without_order_uses_depth_constraint(tmp_path):
     doc = {"images": [{"id": 1, "file_name": "a.png"}],
            "annotations": [{"id": 1, "image_id": 1, "regions": regions, "depth_constraint": "2-1,1-3,2-3"}]}
     m = rebuild(f"cocoa:{write_json(tmp_path / 'a.json', doc)}", tmp_path / "img", "c", tmp_path / "lake",
-                RebuildConfig.tiny())
+                RebuildConfig.for_tests())
     rows = _layers(tmp_path / "lake", "c", m["version"])
     assert [r["label"] for r in rows] == ["floor", "cat", "dog"]
     assert {r["order_source"] for r in rows} == {"source:depth_constraint"}
@@ -83,7 +83,7 @@ def test_kins2020_order_from_ico_id_within_cluster(tmp_path):
          "oco_id": 7, "ico_id": 3},
     ]
     m = rebuild(f"kins:{write_json(tmp_path / 'update_train_2020.json', _kins_doc(anns))}", tmp_path / "img", "k",
-                tmp_path / "lake", RebuildConfig.tiny())
+                tmp_path / "lake", RebuildConfig.for_tests())
     rows = _layers(tmp_path / "lake", "k", m["version"])
     assert [r["label"] for r in rows] == ["tram", "car", "pedestrian"]
     assert {r["order_source"] for r in rows} == {"source:ico_id"}
@@ -99,7 +99,7 @@ def test_kins_original_order_inferred_from_inmodal(tmp_path):
          "inmodal_seg": [rect(10, 25, 50, 45)], "bbox": [10, 25, 40, 20], "area": 800},
     ]
     m = rebuild(f"kins:{write_json(tmp_path / 'instances_train.json', _kins_doc(anns))}", tmp_path / "img", "k",
-                tmp_path / "lake", RebuildConfig.tiny())
+                tmp_path / "lake", RebuildConfig.for_tests())
     rows = _layers(tmp_path / "lake", "k", m["version"])
     assert [r["label"] for r in rows] == ["tram", "car"]
     assert {r["order_source"] for r in rows} == {"inferred:occlusion"}
@@ -125,7 +125,7 @@ def test_jsonl_with_z_and_rle_forms(tmp_path):
     ]}
     src = tmp_path / "s.jsonl"
     src.write_text("\n" + json.dumps(line) + "\n\n")
-    m = rebuild(f"jsonl:{src}", tmp_path / "img", "j", tmp_path / "lake", RebuildConfig.tiny())
+    m = rebuild(f"jsonl:{src}", tmp_path / "img", "j", tmp_path / "lake", RebuildConfig.for_tests())
     rows = _layers(tmp_path / "lake", "j", m["version"])
     assert [r["region_id"] for r in rows] == ["back", "mid", "front"]
     assert rows[2]["area"] == int(m0.sum())

@@ -19,13 +19,13 @@ from tiny_models import build_tiny_sd15
 from typer.testing import CliRunner
 
 from flows.cli import app
+from smartmask import presets
+from smartmask.conditioning.guidance import mask_box
 from smartmask.config import RebuildConfig, SynthConfig
 from smartmask.inference.suggest import fit_to_box
-from smartmask.model.config import ModelConfig
 from smartmask.rebuild import rebuild
 from smartmask.registry import register
 from smartmask.synth import generate
-from smartmask.training.guidance import mask_box
 from smartmask.training.loop import InProcess, TrainConfig, config_dict, run_training
 from smartmask.training.samples import SampleConfig
 
@@ -42,8 +42,8 @@ def world(tmp_path_factory) -> dict:
     generate(tmp / "w", 12, seed=3, config=SynthConfig(width=160, height=120, min_things=3, max_things=6), workers=1)
     lake = tmp / "lake"
     version = rebuild(f"cocoa:{tmp / 'w' / 'annotations.json'}", tmp / "w" / "images", "synth", lake,
-                      RebuildConfig.tiny())["version"]
-    model_cfg, sample_cfg = ModelConfig.tiny(), SampleConfig.tiny()
+                      RebuildConfig.for_tests())["version"]
+    model_cfg, sample_cfg = presets.tiny_model(), SampleConfig.for_tests()
     train = TrainConfig(steps=2, batch_size=2, checkpoint_every=2, val_every=2, val_batches=1, log_every=1)
     ex = InProcess()
     metrics = run_training(model_cfg=model_cfg, sample_cfg=sample_cfg, train_cfg=train, lake=lake, dataset="synth",

@@ -16,7 +16,7 @@ from smartmask.config import SynthConfig
 from smartmask.synth import generate, render, world
 from smartmask.synth.shapes import SHAPES, clip_to_image, finish
 
-TINY = SynthConfig.tiny()
+TINY = SynthConfig.small()
 N_SCENES = 50
 
 

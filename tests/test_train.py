@@ -26,7 +26,7 @@ STEPS = 30
 def lake(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("train")
     generate(tmp / "w", 30, seed=2, config=SynthConfig(width=160, height=120, min_things=4, max_things=8), workers=2)
-    rebuild(f"cocoa:{tmp / 'w' / 'annotations.json'}", tmp / "w" / "images", "synth", tmp / "lake", RebuildConfig.tiny())
+    rebuild(f"cocoa:{tmp / 'w' / 'annotations.json'}", tmp / "w" / "images", "synth", tmp / "lake", RebuildConfig.for_tests())
     return tmp / "lake"
 
 

@@ -2,7 +2,7 @@
 
 All of them work at a native side of 64 (U-Net sample size 8 x an 8x-downsampling VAE), so a pipeline call at 2
 steps takes well under a second on CPU. They are loaded back through `smartmask.inference.load_inpainter`, i.e.
-`smartmask.models.load_pretrained`, the path real weights take. Seeded: a builder called twice writes the same
+`smartmask.pretrained.load_pretrained`, the path real weights take. Seeded: a builder called twice writes the same
 weights.
 
 - `build_tiny_controlnet_sd15(dir)`: a ControlNet shaped for `build_tiny_sd15`'s U-Net. Its zero convolutions
@@ -72,8 +72,8 @@ def build_tiny_controlnet_sd15(out_dir: Path, seed: int = 0) -> Path:
 def _sd15_text():
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from smartmask.model.config import TINY_TEXT
     from smartmask.model.network import tiny_clip_tokenizer
+    from smartmask.presets import TINY_TEXT
 
     return CLIPTextModel(CLIPTextConfig(**TINY_TEXT)), tiny_clip_tokenizer(model_max_length=77)
 
@@ -119,8 +119,8 @@ def build_tiny_sdxl_controlnet_inpaint(out_dir: Path, seed: int = 0) -> Path:
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from smartmask.model.config import TINY_TEXT
     from smartmask.model.network import tiny_clip_tokenizer
+    from smartmask.presets import TINY_TEXT
 
     torch.manual_seed(seed)
     shared = dict(

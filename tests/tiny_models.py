@@ -1,6 +1,6 @@
 """Builders of tiny random-init models, saved with `save_pretrained` (safetensors) for the tests.
 
-The tests load them back through `smartmask.models.load_pretrained`, the same code path real weights take.
+The tests load them back through `smartmask.pretrained.load_pretrained`, the same code path real weights take.
 Everything is built offline from configs (no hub access) and seeded, so a builder called twice writes the same
 weights. Keep this a plain module of functions: `build_tiny_<model>(out_dir) -> out_dir`.
 """
@@ -119,7 +119,7 @@ def build_tiny_sd15(out_dir: Path, seed: int = 0) -> Path:
     downsamples by 8, 8/16 channels, 4 latent channels. Text encoder: CLIP hidden 32, 2 layers, vocab 1000 with
     <|startoftext|>=998, <|endoftext|>=999; tokenizer: `smartmask.model.network.tiny_clip_tokenizer()` (77 tokens).
     Scheduler: SD 1.5's PNDM config (scaled_linear 0.00085-0.012). Use it as
-    `ModelConfig.sd15(str(dir), resolution=TINY_SD15_RESOLUTION)`.
+    `presets.sd15_model(str(dir), resolution=TINY_SD15_RESOLUTION)`.
     """
     import json
 
@@ -127,8 +127,8 @@ def build_tiny_sd15(out_dir: Path, seed: int = 0) -> Path:
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from smartmask.model.config import TINY_TEXT
     from smartmask.model.network import tiny_clip_tokenizer
+    from smartmask.presets import TINY_TEXT
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -173,9 +173,10 @@ def build_tiny_sd15(out_dir: Path, seed: int = 0) -> Path:
 def build_tiny_smartmask(out_dir: Path, **overrides) -> Path:
     """An untrained tiny-preset SmartMask checkpoint (`config.json` + `model.safetensors`), for flow/CLI tests.
 
-    `overrides` go to `ModelConfig.tiny(...)` (e.g. `seed=1`). Deterministic: same overrides, same weights.
+    `overrides` go to `presets.tiny_model(...)` (e.g. `seed=1`). Deterministic: same overrides, same weights.
     """
-    from smartmask.model import ModelConfig, SmartMask
+    from smartmask import presets
+    from smartmask.model import SmartMask
 
-    SmartMask.build(ModelConfig.tiny(**overrides)).save(Path(out_dir))
+    SmartMask.build(presets.tiny_model(**overrides)).save(Path(out_dir))
     return Path(out_dir)

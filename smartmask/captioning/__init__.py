@@ -15,7 +15,7 @@ def captioner_id(spec: str) -> str:
         return TEMPLATE_ID
     kind, sep, model = spec.partition(":")
     if kind == "instructblip" and sep and model:
-        from smartmask.models.loader import model_revision
+        from smartmask.pretrained import model_revision
 
         return f"instructblip:{model}@{model_revision(model)}"
     raise ValueError(f"unknown captioner {spec!r}: expected 'template' or 'instructblip:DIR_OR_HUB_ID'")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from smartmask.models.loader import load_pretrained, model_revision
+from smartmask.pretrained import load_pretrained, model_revision
 
 IMAGE_UNREADABLE = "image_unreadable"
 IMAGE_TOO_LARGE = "image_too_large"

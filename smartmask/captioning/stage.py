@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from smartmask.captioning.template import caption
 from smartmask.lake.io import rows_to_table, write_parquet_atomic
-from smartmask.lake.layout import CAPTION_CACHE, CAPTIONS
+from smartmask.lake.schemas import CAPTION_CACHE, CAPTIONS
 
 
 def template_captions(layers: pa.Table, captioner: str) -> pa.Table:

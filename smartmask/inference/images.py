@@ -16,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from smartmask.inference.errors import BadInput
+
 # 64 MP: a 9,000 × 7,000 scan still loads; a decompression bomb (Pillow's own default is 89 MP) does not.
 MAX_PIXELS = 64_000_000
-
-
-class BadInput(ValueError):
-    """Unusable user input; the message is one line (the CLI prints it and exits 2)."""
 
 
 def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -30,7 +28,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
 
     p = Path(path)
     if not p.is_file():
-        raise BadInput(f"image not found: {p}")
+        raise BadInput(f"image not found: {p}", "image")
     old = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels
     try:

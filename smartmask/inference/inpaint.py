@@ -19,7 +19,7 @@ Spec strings (`load_inpainter(spec)`; the CLI's `--inpainter`):
     synthetic                             the synthetic world's renderer (synthetic images only; not generative)
     DIR                                   a saved pipeline directory; the kind is read from its model_index.json
 
-BASE and CONTROLNET are local directories or hub ids, each loaded through `smartmask.models.load_pretrained`.
+BASE and CONTROLNET are local directories or hub ids, each loaded through `smartmask.pretrained.load_pretrained`.
 The ControlNet is found, in order: after `+`; in BASE's `controlnet/` subfolder (a saved ControlNet-Inpaint
 pipeline); else the kind's default hub id. Omitted sources default to the hub ids in `DEFAULTS` (offline and not
 cached: a one-line `ModelNotFound`). Sources are split on the first `:` and the last `+`.
@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from smartmask.models.loader import load_pretrained, model_revision
+from smartmask.pretrained import load_pretrained, model_revision
 
 CONTROLNET_KINDS = ("controlnet-sd15", "controlnet-sdxl")
 DIFFUSERS_KINDS = (*CONTROLNET_KINDS, "sd-inpaint", "sdxl-inpaint")
@@ -94,7 +94,8 @@ class InpaintConfig:
             raise ValueError("InpaintConfig: crop_margin >= 0, 0 < min_crop_frac <= 1, dilate_px >= 0")
 
     @classmethod
-    def tiny(cls, **overrides: Any) -> InpaintConfig:
+    def for_tests(cls, **overrides: Any) -> InpaintConfig:
+        """Test-size settings (not the `tiny` preset: that is `smartmask.presets.tiny`)."""
         """For tests with tiny random models: 2 steps, fp32."""
         return cls(**{"steps": 2, "guidance_scale": 2.0, "dtype": "fp32", **overrides})
 

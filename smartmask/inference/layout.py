@@ -1,7 +1,7 @@
 """The semantic layout of one image at inference (S_I): regions back to front, and its picture at model resolution.
 
 A `SceneLayout` comes from a panoptic segmenter (`smartmask.inference.segment`) or, for annotated images, from
-the lake's ground truth (`layout_from_lake`, the CLI's `--layout-from DATASET:IMAGE_ID[:K]`). Either way,
+the lake's ground truth (`layout_from_lake`, a reference `DATASET:IMAGE_ID[:K]`). Either way,
 `layout_image` paints it exactly as training painted S_k (`smartmask.training.samples`): label ids on the
 nearest-neighbour `resize_grid` of the whole image to R × R (aspect-changing, no letterbox), later regions over
 earlier ones, coloured by the vocabulary table's own r, g, b (÷ 255, float32), id 0 (nothing painted) black.
@@ -20,21 +20,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from smartmask import masks
-from smartmask.lake.layout import dataset_dir
+from smartmask.conditioning.grid import resize_nearest
+from smartmask.conditioning.vocabulary import Vocabulary
+from smartmask.inference.errors import BadInput
+from smartmask.lake.paths import dataset_dir
 from smartmask.registry import resolve_dataset
-from smartmask.training.samples import TableVocabulary, resize_nearest
 
 UNKNOWN = "unknown"
 UNKNOWN_GREY = (128, 128, 128)  # uint8 colour of unknown regions in S_I
 
 
-class LayoutError(ValueError):
+class LayoutError(BadInput):
     """A layout that cannot be built or painted (bad reference, K out of range, label not in the vocabulary).
     One line."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "layout")
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,7 +98,7 @@ class SceneLayout:
     def labels(self) -> tuple[str, ...]:
         return tuple(r.label for r in self.regions)
 
-    def restricted_to(self, vocab: TableVocabulary) -> SceneLayout:
+    def restricted_to(self, vocab: Vocabulary) -> SceneLayout:
         """The same layout with every label `vocab` lacks turned into "unknown" (e.g. a ground-truth layout of one
         dataset given to a model trained on another). Counted in `unknown`; nothing is dropped."""
         known = set(vocab.labels) - {""}
@@ -104,28 +108,10 @@ class SceneLayout:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The vocabulary a model was trained with.
-
-
-def vocab_from_table(table: pa.Table | str | os.PathLike) -> TableVocabulary:
-    """A `TableVocabulary` from a vocabulary table: a pyarrow table, or the path of a model version's
-    `vocabulary.parquet` / a dataset version's `vocabulary/` directory."""
-    if not isinstance(table, pa.Table):
-        path = Path(table)
-        if not path.exists():
-            raise LayoutError(f"vocabulary table {str(path)!r} does not exist")
-        table = pq.read_table(path)
-    missing = {"label_id", "label", "is_stuff", "r", "g", "b"} - set(table.column_names)
-    if missing:
-        raise LayoutError(f"vocabulary table lacks column(s) {', '.join(sorted(missing))}")
-    return TableVocabulary.from_table(table)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Painting S_I.
 
 
-def layout_ids(scene: SceneLayout, vocab: TableVocabulary, R: int) -> np.ndarray:
+def layout_ids(scene: SceneLayout, vocab: Vocabulary, R: int) -> np.ndarray:
     """S_I as a label-id map (R, R) int32 on the training grid; unknown regions get id len(vocab) (one past the
     vocabulary, the grey row of `layout_image`'s colour table)."""
     if R < 1:
@@ -146,7 +132,7 @@ def layout_ids(scene: SceneLayout, vocab: TableVocabulary, R: int) -> np.ndarray
     return ids
 
 
-def layout_colours(vocab: TableVocabulary) -> np.ndarray:
+def layout_colours(vocab: Vocabulary) -> np.ndarray:
     """(len(vocab) + 1, 3) float32 colours in [0, 1]: the vocabulary's (as the training sampler scales them) and
     `UNKNOWN_GREY` last."""
     grey = np.asarray(UNKNOWN_GREY, np.uint8)
@@ -156,7 +142,7 @@ def layout_colours(vocab: TableVocabulary) -> np.ndarray:
     return table.astype(np.float32) / 255.0  # the same float32 arithmetic as TrainingSampler._colours
 
 
-def layout_image(scene: SceneLayout, vocab: TableVocabulary, R: int) -> np.ndarray:
+def layout_image(scene: SceneLayout, vocab: Vocabulary, R: int) -> np.ndarray:
     """S_I at model resolution: (R, R, 3) float32 in [0, 1], painted back to front as training paints S_k."""
     return layout_colours(vocab)[layout_ids(scene, vocab, R)]
 
@@ -173,16 +159,16 @@ def parse_layout_ref(ref: str) -> tuple[str, str, int | None]:
         try:
             k = int(parts[2])
         except ValueError:
-            raise LayoutError(f"--layout-from {ref!r}: K must be an integer, got {parts[2]!r}") from None
+            raise LayoutError(f"layout reference {ref!r}: K must be an integer, got {parts[2]!r}") from None
     elif len(parts) != 2:
-        raise LayoutError(f"--layout-from {ref!r}: expected DATASET:IMAGE_ID[:K]")
+        raise LayoutError(f"layout reference {ref!r}: expected DATASET:IMAGE_ID[:K]")
     if not parts[0] or not parts[1]:
-        raise LayoutError(f"--layout-from {ref!r}: expected DATASET:IMAGE_ID[:K]")
+        raise LayoutError(f"layout reference {ref!r}: expected DATASET:IMAGE_ID[:K]")
     return parts[0], parts[1], k
 
 
 def layout_from_lake(lake: str | os.PathLike, dataset_ref: str, image_id: str,
-                     k: int | None = None) -> tuple[SceneLayout, TableVocabulary]:
+                     k: int | None = None) -> tuple[SceneLayout, Vocabulary]:
     """The ground-truth layout of `image_id`: its first `k` amodal layers back to front (all when k is None),
     with the dataset version's vocabulary. `dataset_ref` is NAME (newest version) or NAME@VERSION."""
     lake = Path(lake)
@@ -201,7 +187,7 @@ def layout_from_lake(lake: str | os.PathLike, dataset_ref: str, image_id: str,
         k = n
     if not 0 <= k <= n:
         raise LayoutError(f"K={k} is out of range: image {image_id!r} of {name}@{version} has {n} layers (0..{n})")
-    vocab = vocab_from_table(d / "vocabulary")
+    vocab = Vocabulary.read(d / "vocabulary")
     rows = layers.slice(0, k).to_pylist()
     regions = []
     for row in rows:

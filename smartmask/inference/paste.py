@@ -13,7 +13,7 @@ dilated mask is bit-identical to the input, and that a 4000x3000 photo costs abo
   by `r`). Blending with alpha 0 returns the original byte exactly, and the outside is copied again afterwards
   anyway, so the guarantee does not rest on arithmetic.
 
-Boxes are (x0, y0, x1, y1) in pixel coordinates with exclusive x1/y1, as in `smartmask.training.guidance`.
+Boxes are (x0, y0, x1, y1) in pixel coordinates with exclusive x1/y1, as in `smartmask.conditioning.guidance`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from smartmask.training.guidance import box_pixels, mask_box
+from smartmask.boxes import mask_bbox
 
 _ROWS_PER_CHUNK = 256  # blend rows at a time: the uint16 temporaries stay ~ 256 x width x 3 x 2 bytes
 
@@ -41,32 +41,6 @@ class Crop:
     @property
     def box(self) -> tuple[int, int, int, int]:
         return (self.x0, self.y0, self.x0 + self.side, self.y0 + self.side)
-
-
-def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1), exclusive ends, of a non-empty bool mask (row/column reductions only: no index arrays)."""
-    box = mask_box(mask)
-    if box is None:
-        raise ValueError("mask is empty: nothing to inpaint")
-    return box
-
-
-def box_mask(box: tuple[float, float, float, float], H: int, W: int) -> np.ndarray:
-    """The box baseline's mask: every pixel the box [x0, x1) x [y0, y1) touches, as bool (H, W).
-
-    A box that is empty or not inside the image is an error (one line), never clipped silently.
-    """
-    if len(box) != 4:
-        raise ValueError(f"box must be (x0, y0, x1, y1); got {box!r}")
-    x0, y0, x1, y1 = (float(v) for v in box)
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-        raise ValueError(f"box {box!r} has a non-finite coordinate")
-    if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
-        raise ValueError(f"box {box!r} is empty or not inside the {W}x{H} image (need 0 <= x0 < x1 <= W, same for y)")
-    c0, r0, c1, r1 = box_pixels(x0, y0, x1, y1, H, W)
-    m = np.zeros((H, W), dtype=bool)
-    m[r0:r1, c0:c1] = True
-    return m
 
 
 def square_crop(box: tuple[int, int, int, int], H: int, W: int, *, margin: float, min_side: int) -> Crop:

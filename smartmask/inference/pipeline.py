@@ -1,109 +1,258 @@
-"""One image through the product path: layout (segmenter or ground truth) → SmartMask suggestions → insertion.
+"""`SmartMaskPipeline`: the product path, layout → SmartMask suggestions → insertion, as one object.
 
-These are the library calls behind `smartmask suggest` and `smartmask insert` (flows/cli_inference.py), and the
-per-row work a bulk job runs in Ray Data. Output layout of one job (`out_dir`):
+Built once (from a lake and a model version, plus an optional segmenter and inpainter), then called per request,
+like a diffusers pipeline. `smartmask suggest` / `insert`, the demo, the held-out checks, and bulk and evaluation
+jobs all call it; a Ray actor builds it inside the actor from plain arguments (`from_lake(lake, version,
+segmenter=..., inpainter=...)`), so nothing heavy is pickled. Each model loads once, on first use, and is kept.
 
-    suggest:  mask-<rank>.png (white = object), suggestion-<rank>.json, overlay.png (preview, ≤ 1024 px),
-              layout.png (the guided S~ the model saw), suggest.json (the whole request and result)
-    insert:   the above for the mask it used, plus inserted.png, dilated-mask.png (the only pixels that may differ
-              from the input) and insert.json
-Every file is written atomically; the JSON records carry the model version, layout source, control and seeds, so
-a result can be reproduced.
+    pipe = SmartMaskPipeline.from_lake("lake", segmenter="facebook/mask2former-swin-large-coco-panoptic",
+                                       inpainter="controlnet-sd15")
+    result = pipe.suggest("a woman", "a woman beside the river", image=pixels_HWC, control=Control.box(...))
+    inserted = pipe.insert("a woman", "a woman beside the river", image=pixels_HWC, suggestions=result)
+
+Errors from bad input are `BadInput` (one line, `field` names the request part); nothing here knows CLI flags.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from smartmask.inference.images import BadInput, save_png
-from smartmask.inference.layout import (
-    SceneLayout,
-    layout_from_lake,
-    layout_image,
-    parse_layout_ref,
-    vocab_from_table,
-)
+from smartmask.conditioning.guidance import ALPHA
+from smartmask.conditioning.vocabulary import Vocabulary
+from smartmask.inference.errors import BadInput
+from smartmask.inference.images import save_png
+from smartmask.inference.inpaint import InpaintConfig, Inpainter, load_inpainter
+from smartmask.inference.insert import InsertResult, insert_object
+from smartmask.inference.layout import SceneLayout, layout_from_lake, layout_image, parse_layout_ref
 from smartmask.inference.suggest import Control, SuggestConfig, SuggestResult, overlay_preview, suggest
 from smartmask.lake.io import write_json_atomic
+from smartmask.lake.paths import model_dir
 
 
-@dataclass(frozen=True, slots=True)
-class LoadedModel:
-    model: object  # SmartMask
-    version: str
-    lineage: dict
-    vocab: object  # TableVocabulary
-    alpha: float
+@dataclass(frozen=True, eq=False)
+class Suggestions:
+    """One suggest request's answer: ranked masks at the image's size, the layout the model read, and a JSON-safe
+    record of the request (model version, layout source, control, sampling settings)."""
+
+    result: SuggestResult
+    scene: SceneLayout
+    request: dict
+
+    @property
+    def masks(self) -> list[np.ndarray]:
+        return [s.mask_HW for s in self.result.suggestions]
+
+    def write(self, out_dir: Path, image_HWC: np.ndarray | None = None) -> dict:
+        """mask-<rank>.png, suggestion-<rank>.json, layout.png, suggest.json (and overlay.png given the image),
+        each written atomically; returns the summary record."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        records = []
+        for s in self.result.suggestions:
+            save_png(out_dir / f"mask-{s.rank}.png", s.mask_HW)
+            rec = s.record() | {"mask": f"mask-{s.rank}.png"}
+            write_json_atomic(self.request | rec, out_dir / f"suggestion-{s.rank}.json")
+            records.append(rec)
+        if image_HWC is not None:
+            save_png(out_dir / "overlay.png", overlay_preview(image_HWC, self.masks))
+        save_png(out_dir / "layout.png", np.clip(np.rint(self.result.layout_R3 * 255), 0, 255).astype(np.uint8))
+        summary = self.request | {"suggestions": records, "duplicates_dropped": self.result.duplicates,
+                                  "seconds": round(self.result.seconds, 3)}
+        write_json_atomic(summary, out_dir / "suggest.json")
+        return summary
 
 
-def load_for_inference(lake: Path, version: str | None, device: str | None = None) -> LoadedModel:
-    """A registered model version (newest when None) with the vocabulary and α it was trained with."""
-    from smartmask.registry import load_model, model_dir, resolve_model
-    from smartmask.training.guidance import ALPHA
+@dataclass(frozen=True, eq=False)
+class Insertion:
+    """One insert request's answer: the output image (bit-identical to the input outside `dilated`), the mask it
+    used and where that mask came from, and the suggestions when SmartMask drew it."""
 
-    v = resolve_model(lake, version)  # registry.NotFound (a ValueError, one line) when unknown
-    model, lineage = load_model(lake, v, device=device)
-    d = model_dir(lake, v)
-    training = json.loads((d / "training.json").read_text()) if (d / "training.json").exists() else {}
-    alpha = float(training.get("sample", {}).get("alpha", ALPHA))
-    return LoadedModel(model, v, lineage, vocab_from_table(d / "vocabulary.parquet"), alpha)
+    result: InsertResult
+    mask_HW: np.ndarray
+    mask_source: str
+    suggestions: Suggestions | None = None
+    record: dict = field(default_factory=dict)
 
+    @property
+    def image(self) -> np.ndarray:
+        return self.result.image
 
-def scene_layout(image_HWC: np.ndarray, lm: LoadedModel, *, lake: Path, layout_from: str | None,
-                 segmenter: str | None, device: str | None = None) -> SceneLayout:
-    """The image's layout in the model's vocabulary: ground truth (`DATASET:IMAGE_ID[:K]`) or a panoptic segmenter."""
-    H, W = image_HWC.shape[:2]
-    if layout_from:
-        ds, image_id, k = parse_layout_ref(layout_from)
-        scene, _ = layout_from_lake(lake, ds, image_id, k)
-        if (scene.height, scene.width) != (H, W):
-            raise BadInput(f"--layout-from {layout_from}: that image is {scene.width}x{scene.height}, "
-                           f"the input is {W}x{H}")
-        return scene.restricted_to(lm.vocab)
-    if not segmenter:
-        raise BadInput("no layout: give --segmenter DIR|HUB_ID (a Mask2Former panoptic model) or "
-                       "--layout-from DATASET:IMAGE_ID[:K] for an annotated image")
-    from smartmask.inference.segment import PanopticSegmenter
+    @property
+    def dilated(self) -> np.ndarray:
+        return self.result.dilated
 
-    return PanopticSegmenter.load(segmenter, device=device).segment(image_HWC, lm.vocab)
+    def write(self, out_dir: Path) -> dict:
+        """inserted.png, mask.png, dilated-mask.png, insert.json (atomic each); returns the JSON record."""
+        save_png(out_dir / "inserted.png", self.result.image)
+        save_png(out_dir / "mask.png", self.mask_HW)
+        save_png(out_dir / "dilated-mask.png", self.result.dilated)
+        rec = self.record | self.result.record()
+        write_json_atomic(rec, out_dir / "insert.json")
+        return rec
 
 
-def run_suggest(image_HWC: np.ndarray, lm: LoadedModel, scene: SceneLayout, control: Control, obj: str,
-                context: str, cfg: SuggestConfig) -> SuggestResult:
-    H, W = image_HWC.shape[:2]
-    R = lm.model.config.resolution
-    return suggest(lm.model, layout_image(scene, lm.vocab, R), control, obj, context, H, W, cfg, alpha=lm.alpha)
+class SmartMaskPipeline:
+    """A registered SmartMask model with its vocabulary and α, and optionally a segmenter and an inpainter."""
 
+    def __init__(self, model=None, *, version: str | None = None, lineage: dict | None = None,
+                 vocab: Vocabulary | None = None, alpha: float = ALPHA, lake: Path | None = None,
+                 segmenter: str | None = None, inpainter: str | None = None,
+                 inpaint_config: InpaintConfig | None = None, device: str | None = None):
+        self.model = model
+        self.version = version
+        self.lineage = lineage or {}
+        self.vocab = vocab
+        self.alpha = alpha
+        self.lake = lake
+        self.segmenter_spec = segmenter
+        self.inpainter_spec = inpainter
+        self.inpaint_config = inpaint_config or InpaintConfig()
+        self.device = device
+        self._segmenter = None
+        self._inpainter: Inpainter | None = None
 
-def write_suggestions(out_dir: Path, image_HWC: np.ndarray, result: SuggestResult, request: dict) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
-    for s in result.suggestions:
-        save_png(out_dir / f"mask-{s.rank}.png", s.mask_HW)
-        rec = s.record() | {"mask": f"mask-{s.rank}.png"}
-        write_json_atomic(request | rec, out_dir / f"suggestion-{s.rank}.json")
-        records.append(rec)
-    save_png(out_dir / "overlay.png", overlay_preview(image_HWC, [s.mask_HW for s in result.suggestions]))
-    save_png(out_dir / "layout.png", np.clip(np.rint(result.layout_R3 * 255), 0, 255).astype(np.uint8))
-    summary = request | {"suggestions": records, "duplicates_dropped": result.duplicates,
-                         "seconds": round(result.seconds, 3)}
-    write_json_atomic(summary, out_dir / "suggest.json")
-    return summary
+    @classmethod
+    def from_lake(cls, lake: str | Path, version: str | None = None, *, segmenter: str | None = None,
+                  inpainter: str | None = None, inpaint_config: InpaintConfig | None = None,
+                  device: str | None = None, with_model: bool = True) -> SmartMaskPipeline:
+        """The registered model `version` (the newest when None) and the vocabulary and α it was trained with.
+        `with_model=False` builds an inpainting-only pipeline (the box baseline, a mask from a file)."""
+        from smartmask.registry import load_model, resolve_model
 
+        lake = Path(lake)
+        if not with_model:
+            return cls(lake=lake, segmenter=segmenter, inpainter=inpainter, inpaint_config=inpaint_config,
+                       device=device)
+        v = resolve_model(lake, version)  # registry.NotFound (one line) when unknown
+        model, lineage = load_model(lake, v, device=device)
+        d = model_dir(lake, v)
+        training = json.loads((d / "training.json").read_text()) if (d / "training.json").exists() else {}
+        alpha = float(training.get("sample", {}).get("alpha", ALPHA))
+        return cls(model.eval(), version=v, lineage=lineage, vocab=Vocabulary.read(d / "vocabulary.parquet"),
+                   alpha=alpha, lake=lake, segmenter=segmenter, inpainter=inpainter,
+                   inpaint_config=inpaint_config, device=device)
 
-def request_record(image_path: str | os.PathLike, image_HWC: np.ndarray, lm: LoadedModel, scene: SceneLayout,
-                   control: Control, obj: str, context: str, cfg: SuggestConfig) -> dict:
-    H, W = image_HWC.shape[:2]
-    return {"image": str(Path(image_path).resolve()), "width": W, "height": H, "object": obj, "context": context,
-            "model_version": lm.version, "layout_source": scene.source, "layout_regions": len(scene.regions),
-            "unknown_regions": scene.unknown, "unknown_labels": list(scene.unknown_labels),
-            "control": control.describe(), "n": cfg.n, "steps": cfg.steps, "scheduler": cfg.scheduler,
-            "seed": cfg.seed, "layout_scale": cfg.layout_scale, "text_scale": cfg.text_scale,
-            "threshold": cfg.threshold, "fit_box": cfg.fit_box,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    # -- components, loaded once ---------------------------------------------------------------------------------
+    @property
+    def resolution(self) -> int:
+        return self._need_model().config.resolution
+
+    def _need_model(self):
+        if self.model is None:
+            raise BadInput("this pipeline has no SmartMask model (built with with_model=False)", "model")
+        return self.model
+
+    @property
+    def inpainter(self) -> Inpainter:
+        if self._inpainter is None:
+            if not self.inpainter_spec:
+                raise BadInput("no inpainter: build the pipeline with inpainter=SPEC", "inpainter")
+            self._inpainter = load_inpainter(self.inpainter_spec, device=self.device, config=self.inpaint_config)
+        return self._inpainter
+
+    def _segment(self, image_HWC: np.ndarray) -> SceneLayout:
+        if not self.segmenter_spec:
+            raise BadInput("no layout: give a panoptic segmenter (a Mask2Former directory or hub id) or a "
+                           "ground-truth layout reference DATASET:IMAGE_ID[:K]", "layout")
+        if self._segmenter is None:
+            from smartmask.inference.segment import PanopticSegmenter
+
+            self._segmenter = PanopticSegmenter.load(self.segmenter_spec, device=self.device)
+        return self._segmenter.segment(image_HWC, self.vocab)
+
+    # -- per request ---------------------------------------------------------------------------------------------
+    def layout(self, image_HWC: np.ndarray | None = None, layout_from: str | None = None) -> SceneLayout:
+        """S_I in the model's vocabulary: an annotated image's first K layers (`DATASET:IMAGE_ID[:K]`, no segmenter)
+        or the segmenter's regions on `image_HWC`."""
+        self._need_model()
+        if layout_from:
+            if self.lake is None:
+                raise BadInput("a ground-truth layout needs a pipeline built from a lake", "layout")
+            ds, image_id, k = parse_layout_ref(layout_from)
+            scene, _ = layout_from_lake(self.lake, ds, image_id, k)
+            if image_HWC is not None and (scene.height, scene.width) != image_HWC.shape[:2]:
+                H, W = image_HWC.shape[:2]
+                raise BadInput(f"layout {layout_from}: that image is {scene.width}x{scene.height}, the input is "
+                               f"{W}x{H}", "layout")
+            return scene.restricted_to(self.vocab)
+        if image_HWC is None:
+            raise BadInput("no layout: give an image to segment or a layout reference", "layout")
+        return self._segment(image_HWC)
+
+    def suggest(self, obj: str, context: str, *, image: np.ndarray | None = None, scene: SceneLayout | None = None,
+                layout_from: str | None = None, control: Control | None = None,
+                config: SuggestConfig | None = None) -> Suggestions:
+        """N ranked, de-duplicated masks for inserting `obj`. The layout is `scene` when given, else
+        `layout(image, layout_from)`; masks come back at the layout's size."""
+        model = self._need_model()
+        if not obj or not obj.strip():
+            raise BadInput("the object name is empty", "object")
+        control = control or Control()
+        config = config or SuggestConfig()
+        if scene is None:
+            scene = self.layout(image, layout_from)
+        H, W = scene.height, scene.width
+        R = model.config.resolution
+        result = suggest(model, layout_image(scene, self.vocab, R), control, obj, context, H, W, config,
+                         alpha=self.alpha)
+        return Suggestions(result, scene, self._request(obj, context, scene, control, config))
+
+    def masks_on_grid(self, layout_BCRR, objs: list[str], contexts: list[str], *, n: int = 1,
+                      config: SuggestConfig | None = None, return_probs: bool = False):
+        """The model's raw samples for a batch of guided layouts already at its resolution (B, 3, R, R), as the
+        training sampler makes them: masks (B, n, R, R) bool (and probabilities). For checks at model
+        resolution; requests from users go through `suggest`."""
+        import torch
+
+        from smartmask.model.sampling import sample_masks
+
+        model = self._need_model()
+        cfg = config or SuggestConfig(n=n)
+        layout = torch.as_tensor(layout_BCRR, device=model.device)
+        return sample_masks(model, layout, objs, contexts, n=n, layout_scale=cfg.layout_scale,
+                            text_scale=cfg.text_scale, steps=cfg.steps, scheduler=cfg.scheduler, seed=cfg.seed,
+                            threshold=cfg.threshold, return_probs=return_probs)
+
+    def insert(self, obj: str, context: str, *, image: np.ndarray, mask: np.ndarray | None = None,
+               mask_source: str | None = None, suggestions: Suggestions | None = None, pick: int = 1,
+               control: Control | None = None, config: SuggestConfig | None = None, layout_from: str | None = None,
+               scene: SceneLayout | None = None, seed: int = 0) -> Insertion:
+        """Insert `obj` into `image` (H, W, 3 uint8) inside `mask` when given, else inside suggestion `pick` (1 =
+        best) of `suggestions`, sampled here when not given. Outside the dilated mask every pixel is the input's."""
+        record: dict = {"object": obj, "context": context, "inpainter_spec": self.inpainter_spec}
+        if mask is None:
+            if suggestions is None:
+                suggestions = self.suggest(obj, context, image=image, scene=scene, layout_from=layout_from,
+                                           control=control, config=config)
+            found = suggestions.result.suggestions
+            if pick > len(found):
+                raise BadInput(f"suggestion {pick} does not exist: only {len(found)} distinct suggestion(s)", "pick")
+            s = found[pick - 1]
+            if s.empty:
+                raise BadInput(f"suggestion {pick} is empty (the model placed no {obj}); try another seed or pick",
+                               "pick")
+            mask = s.mask_HW
+            mask_source = f"smartmask:{suggestions.request['model_version']}"
+            record |= {"pick": pick, "suggest": suggestions.request}
+        elif not mask.any():
+            raise BadInput("the mask is empty: nothing to inpaint", "mask")
+        record["mask_source"] = mask_source or "given"
+        painter = self.inpainter
+        try:
+            res = insert_object(image, mask, obj, context, painter, self.inpaint_config, seed=seed)
+        except ValueError as e:  # e.g. the synthetic inpainter asked for a class the world does not have
+            raise BadInput(str(e), "object") from None
+        return Insertion(res, mask, record["mask_source"], suggestions, record)
+
+    def _request(self, obj: str, context: str, scene: SceneLayout, control: Control, cfg: SuggestConfig) -> dict:
+        return {"width": scene.width, "height": scene.height, "object": obj, "context": context,
+                "model_version": self.version, "layout_source": scene.source, "layout_regions": len(scene.regions),
+                "unknown_regions": scene.unknown, "unknown_labels": list(scene.unknown_labels),
+                "control": control.describe(), "n": cfg.n, "steps": cfg.steps, "scheduler": cfg.scheduler,
+                "seed": cfg.seed, "layout_scale": cfg.layout_scale, "text_scale": cfg.text_scale,
+                "threshold": cfg.threshold, "fit_box": cfg.fit_box,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -4,7 +4,7 @@
     scene = seg.segment(image_HWC_uint8, vocab)          # vocab: the model version's vocabulary.parquet
     S_I = layout_image(scene, vocab, R)
 
-- Loading goes through `smartmask.models.loader.load_pretrained` (safetensors only, offline-aware), the model
+- Loading goes through `smartmask.pretrained.load_pretrained` (safetensors only, offline-aware), the model
   and its image processor from the same source; `id` names the weights ("mask2former:<source>@<revision>").
 - Labels: each segment's label (`model.config.id2label`) goes through the synonym table
   (`smartmask.inference.synonyms`); what maps to nothing becomes an "unknown" region, counted in
@@ -29,8 +29,8 @@ import numpy as np
 
 from smartmask.inference.layout import UNKNOWN, LayoutError, Region, SceneLayout
 from smartmask.inference.synonyms import COCO_PANOPTIC_STUFF, label_map, load_synonyms
-from smartmask.models.loader import load_pretrained, model_revision
-from smartmask.training.samples import TableVocabulary
+from smartmask.pretrained import load_pretrained, model_revision
+from smartmask.training.samples import Vocabulary
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -136,7 +136,7 @@ class PanopticSegmenter:
         seg[seg < 0] = 0  # "no segment at all" comes back as -1 everywhere
         return seg, list(res["segments_info"])
 
-    def segment(self, image_HWC_uint8: np.ndarray, vocab: TableVocabulary,
+    def segment(self, image_HWC_uint8: np.ndarray, vocab: Vocabulary,
                 synonyms: Mapping[str, str | None] | str | os.PathLike | None = None) -> SceneLayout:
         """The image's layout in `vocab`, back to front. `synonyms`: an override on top of the default table
         (a dict or a JSON file path; see `smartmask.inference.synonyms.load_synonyms`)."""

@@ -1,11 +1,11 @@
 """Mask suggestions for one image: the user's control → G (Eq. 5) → N SmartMask samples → ranked, de-duplicated
 masks at the image's resolution.
 
-Controls (paper Fig. 4), all turned into G by the same functions the training sampler uses (training/guidance.py):
+Controls (paper Fig. 4), all turned into G by the same functions the training sampler uses (conditioning/guidance.py):
   none      mask-free insertion: G = 0
-  box       `--bbox x0,y0,x1,y1` in image pixels (x1, y1 exclusive)
-  point     `--point x,y[,r]`: a gaussian blob, r in image pixels (default: 10% of the image's shorter side)
-  scribble  `--scribble PNG` of the image's size: any pixel > 127 in any channel is part of the scribble
+  box       x0,y0,x1,y1 in image pixels (x1, y1 exclusive; CLI `--bbox`)
+  point     x,y[,r]: a gaussian blob, r in image pixels (default: 10% of the image's shorter side)
+  scribble  a mask of the image's size (a PNG: any pixel > 127 in any channel is part of the scribble)
 Coordinates map to the model's R×R grid by the same aspect-changing resize as the layout (samples.py explains why),
 so x scales by R/W and y by R/H; a box covers the grid cells whose centres it contains (`box_on_grid`: the rule
 that made the training targets and their boxes), not every cell it touches. A scribble is shrunk with "any pixel
@@ -40,17 +40,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from smartmask.inference.images import BadInput
+from smartmask.boxes import box_pixels, mask_box
+from smartmask.conditioning.guidance import ALPHA, apply_guidance, box_on_grid, point_guidance
+from smartmask.inference.errors import BadInput
 from smartmask.masks import mask_iou
 from smartmask.model.sampling import LAYOUT_SCALE, TEXT_SCALE
-from smartmask.training.guidance import (
-    ALPHA,
-    apply_guidance,
-    box_on_grid,
-    box_pixels,
-    mask_box,
-    point_guidance,
-)
 
 CONTROLS = ("none", "box", "point", "scribble")
 
@@ -69,12 +63,14 @@ class SuggestConfig:
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.steps < 1:
-            raise BadInput(f"--n and --steps must be at least 1, got n={self.n}, steps={self.steps}")
+            raise BadInput(f"the number of suggestions and of sampling steps must be at least 1, got n={self.n}, "
+                           f"steps={self.steps}", "n" if self.n < 1 else "steps")
         if self.dedupe_iou is not None and not 0.0 < self.dedupe_iou <= 1.0:
-            raise BadInput(f"dedupe IoU must be in (0, 1], got {self.dedupe_iou}")
+            raise BadInput(f"dedupe IoU must be in (0, 1], got {self.dedupe_iou}", "dedupe")
 
     @classmethod
-    def tiny(cls) -> SuggestConfig:
+    def for_tests(cls) -> SuggestConfig:
+        """Test-size settings (not the `tiny` preset: that is `smartmask.presets.tiny`)."""
         return cls(n=4, steps=10)
 
 
@@ -91,31 +87,31 @@ class Control:
     def parse(cls, H: int, W: int, *, bbox: str | None = None, point: str | None = None,
               scribble_HW: np.ndarray | None = None) -> Control:
         """From the CLI's strings; BadInput (one line) for malformed values or a control outside the image."""
-        given = [k for k, v in (("--bbox", bbox), ("--point", point), ("--scribble", scribble_HW)) if v is not None]
+        given = [k for k, v in (("box", bbox), ("point", point), ("scribble", scribble_HW)) if v is not None]
         if len(given) > 1:
-            raise BadInput(f"give at most one of --bbox, --point, --scribble (got {', '.join(given)})")
+            raise BadInput(f"give at most one control of box, point, scribble (got {', '.join(given)})", "control")
         if bbox is not None:
-            x0, y0, x1, y1 = _numbers(bbox, "--bbox", (4,))
+            x0, y0, x1, y1 = _numbers(bbox, "box", (4,))
             if not (x0 < x1 and y0 < y1):
-                raise BadInput(f"--bbox needs x0 < x1 and y0 < y1, got {bbox}")
+                raise BadInput(f"box needs x0 < x1 and y0 < y1, got {bbox}", "box")
             if x1 <= 0 or y1 <= 0 or x0 >= W or y0 >= H or x0 < 0 or y0 < 0 or x1 > W or y1 > H:
-                raise BadInput(f"--bbox {bbox} lies outside the {W}x{H} image")
+                raise BadInput(f"box {bbox} lies outside the {W}x{H} image", "box")
             return cls("box", box=(x0, y0, x1, y1))
         if point is not None:
-            v = _numbers(point, "--point", (2, 3))
+            v = _numbers(point, "point", (2, 3))
             x, y = v[0], v[1]
             r = v[2] if len(v) == 3 else None
             if not (0 <= x < W and 0 <= y < H):
-                raise BadInput(f"--point {point} lies outside the {W}x{H} image")
+                raise BadInput(f"point {point} lies outside the {W}x{H} image", "point")
             if r is not None and r <= 0:
-                raise BadInput(f"--point radius must be positive, got {r}")
+                raise BadInput(f"point radius must be positive, got {r}", "point")
             return cls("point", point=(x, y, r))
         if scribble_HW is not None:
             m = np.asarray(scribble_HW, bool)
             if m.shape != (H, W):
-                raise BadInput(f"--scribble is {m.shape[1]}x{m.shape[0]}, the image is {W}x{H}")
+                raise BadInput(f"scribble is {m.shape[1]}x{m.shape[0]}, the image is {W}x{H}", "scribble")
             if not m.any():
-                raise BadInput("--scribble is empty (no pixel above 127)")
+                raise BadInput("scribble is empty (no pixel above 127)", "scribble")
             return cls("scribble", scribble_HW=m)
         return cls("none")
 
@@ -180,7 +176,7 @@ def suggest(model, layout_R3: np.ndarray, control: Control, obj: str, context: s
     from smartmask.model.sampling import sample_masks
 
     if not obj or not obj.strip():
-        raise BadInput("the object name is empty")
+        raise BadInput("the object name is empty", "object")
     R = model.config.resolution
     if layout_R3.shape != (R, R, 3):
         raise ValueError(f"layout must be ({R}, {R}, 3) for this model, got {layout_R3.shape}")
@@ -278,18 +274,18 @@ def _any_pool(m_HW: np.ndarray, R: int) -> np.ndarray:
     return np.asarray(img.resize((R, R), Image.Resampling.BOX)) > 0
 
 
-def _numbers(text: str, flag: str, counts: tuple[int, ...]) -> list[float]:
+def _numbers(text: str, field: str, counts: tuple[int, ...]) -> list[float]:
     try:
         vals = [float(v) for v in text.split(",")]
     except ValueError:
-        raise BadInput(f"{flag} must be {_shape(flag)} (numbers separated by commas), got {text!r}") from None
+        raise BadInput(f"{field} must be {_shape(field)} (numbers separated by commas), got {text!r}", field) from None
     if len(vals) not in counts or not all(np.isfinite(vals)):
-        raise BadInput(f"{flag} must be {_shape(flag)}, got {text!r}")
+        raise BadInput(f"{field} must be {_shape(field)}, got {text!r}", field)
     return vals
 
 
-def _shape(flag: str) -> str:
-    return {"--bbox": "x0,y0,x1,y1", "--point": "x,y or x,y,r"}.get(flag, "numbers")
+def _shape(field: str) -> str:
+    return {"box": "x0,y0,x1,y1", "point": "x,y or x,y,r"}.get(field, "numbers")
 
 
 def overlay_preview(image_HWC: np.ndarray, masks: list[np.ndarray], long_side: int = 1024) -> np.ndarray:

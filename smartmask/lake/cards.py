@@ -12,7 +12,8 @@ from pathlib import Path
 import duckdb
 
 from smartmask.lake.io import rows_to_table, write_parquet_atomic
-from smartmask.lake.layout import STATS, dataset_dir
+from smartmask.lake.paths import dataset_dir
+from smartmask.lake.schemas import STATS
 
 
 def _q(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[tuple]:

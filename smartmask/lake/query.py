@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import duckdb
 import pyarrow as pa
 
-from smartmask.lake.layout import DATASET_TABLES, MODELS, TRAIN_METRICS
+from smartmask.lake.schemas import DATASET_TABLES, MODELS, TRAIN_METRICS
 
 
 class QueryRefused(ValueError):

@@ -2,14 +2,7 @@
 
 Pure Python (no torch import) so that the CLI and the registry can read and validate configs cheaply.
 
-Two presets (DESIGN.md, "Presets"):
-
-- `tiny`: diffusion in PIXEL space at low resolution (32x32). A random-init VAE cannot decode masks, and a
-  binary mask at 32x32 is already small, so the U-Net denoises the mask itself (1 channel, scaled to [-1, 1]).
-  Everything is random-init (U-Net, layout encoder, CLIP text encoder) and trainable on 2 CPU cores in minutes.
-- `sd15`: U-Net / VAE / CLIP text encoder from a Stable Diffusion 1.5 checkpoint in diffusers layout (a local
-  directory or a hub id, loaded through `smartmask.models.load_pretrained`). The mask is repeated to 3 channels,
-  scaled to [-1, 1], encoded by the frozen VAE, and diffusion runs in latent space (resolution / 8).
+The presets (`tiny`, `sd15`) and the reasons behind their values live in `smartmask.presets`.
 """
 
 from __future__ import annotations
@@ -21,40 +14,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-PRESETS = ("tiny", "sd15")
+PRESETS = ("tiny", "sd15")  # built in smartmask.presets
 PREDICTION_TYPES = ("sample", "epsilon", "v_prediction")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-
-# The tiny U-Net (~1.4M parameters): 3 levels (32x32, 16x16, 8x8), attention (self + cross to the texts) only at
-# 8x8. `in_channels` / `out_channels` are set by the network from the preset (1 mask channel + `layout_channels`;
-# 1 output channel), so they are not part of this dict. Measured on this project's 2-core CPU, forward + backward
-# at batch 32: attention at 32x32 (("CrossAttnDownBlock2D", "DownBlock2D"), 0.8M params) ~4.5 s per step, almost
-# all of it in 1024-token self-attention; attention at 16x16 ~0.9 s; this layout ~0.45 s. The layout reaches the
-# U-Net through conv_in at full resolution, so the fine mask shape never needs full-resolution attention.
-TINY_UNET: dict[str, Any] = {
-    "sample_size": 32,
-    "layers_per_block": 1,
-    "block_out_channels": (32, 64, 64),
-    "down_block_types": ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-    "cross_attention_dim": 32,
-    "attention_head_dim": 8,
-    "norm_num_groups": 32,
-}
-# The tiny CLIP text encoder (random-init, frozen); its tokenizer is `network.tiny_clip_tokenizer()`
-# (1000 tokens: 998 BPE tokens, then <|startoftext|>=998, <|endoftext|>=999).
-TINY_TEXT: dict[str, Any] = {
-    "hidden_size": 32,
-    "intermediate_size": 37,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "vocab_size": 1000,
-    "max_position_embeddings": 77,
-    "bos_token_id": 998,
-    "eos_token_id": 999,
-    "pad_token_id": 999,
-}
-
 
 def _frozen(value: Any) -> Any:
     """JSON lists → tuples (recursively), so a config equals itself after a JSON round trip."""
@@ -75,7 +37,7 @@ def _jsonable(value: Any) -> Any:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ModelConfig:
-    """A SmartMask network. `ModelConfig.tiny()` / `ModelConfig.sd15(base_model)` are the presets."""
+    """A SmartMask network. The presets build it: `smartmask.presets.tiny_model()` / `sd15_model(base_model)`."""
 
     preset: str
     # Side of the (square) layout S~ and of the mask, in pixels. The U-Net runs at this size (tiny, pixel
@@ -153,55 +115,6 @@ class ModelConfig:
                 problems.append("tiny: unet.cross_attention_dim must equal text.hidden_size")
         if problems:
             raise ValueError("; ".join(problems))
-
-    # -- presets ----------------------------------------------------------------------------------------------
-    @classmethod
-    def tiny(cls, **overrides: Any) -> ModelConfig:
-        """Pixel-space 32x32, a ~1.4M-parameter U-Net, random-init tiny CLIP; trains on 2 CPU cores."""
-        values: dict[str, Any] = dict(
-            preset="tiny",
-            resolution=32,
-            layout_channels=8,
-            layout_width=32,
-            # Cosine schedule: at 32x32 in pixel space a linear schedule is nearly pure noise over its last
-            # quarter (Nichol & Dhariwal 2021); the cosine schedule spreads the signal-to-noise ratio evenly.
-            beta_schedule="squaredcos_cap_v2",
-            clip_sample=True,
-            timestep_power=0.6,
-            unet=TINY_UNET,
-            text=TINY_TEXT,
-            # Template captions of the synthetic world are ~10-25 word tokens.
-            max_text_tokens=32,
-            # Both measured on 2 cores at an equal 150 s budget (held-out / training-split box-guided IoU, box
-            # 0.543 / 0.555): 0.578 / 0.596 without them, 0.609 / 0.609 with them, and the text now matters
-            # (0.552 on held-out scenes at text scale 0). Each shape class of the world is a template, so the
-            # object name plus the box nearly fixes the mask (class-mean shape fitted to the box: 0.665).
-            object_embedding=True,
-            train_text_encoder=True,
-        )
-        values.update(overrides)
-        return cls(**values)
-
-    @classmethod
-    def sd15(cls, base_model: str, **overrides: Any) -> ModelConfig:
-        """Latent space (VAE /8) at 256x256 masks, everything but E_phi initialised from `base_model`."""
-        values: dict[str, Any] = dict(
-            preset="sd15",
-            resolution=256,
-            # A semantic layout carries more per 8x8 patch than the 4 VAE channels InstructPix2Pix concatenates;
-            # the extra conv_in input channels start at zero, so they cost nothing at step 0.
-            layout_channels=16,
-            layout_width=32,
-            # Stable Diffusion 1.5's own schedule, so the pretrained U-Net sees the noise levels it knows.
-            beta_schedule="scaled_linear",
-            beta_start=0.00085,
-            beta_end=0.012,
-            clip_sample=False,
-            base_model=str(base_model),
-            max_text_tokens=77,
-        )
-        values.update(overrides)
-        return cls(**values)
 
     # -- serialisation ----------------------------------------------------------------------------------------
     @property

@@ -293,7 +293,7 @@ class SmartMask(nn.Module):
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        from smartmask.models import load_pretrained
+        from smartmask.pretrained import load_pretrained
 
         base = cfg.base_model
         assert base is not None  # ModelConfig validates it

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from smartmask.lake.io import rows_to_table, write_json_atomic, write_parquet_atomic
-from smartmask.lake.layout import TRAIN_METRICS
+from smartmask.lake.schemas import TRAIN_METRICS
 from smartmask.model.config import ModelConfig
 from smartmask.model.network import SmartMask
 from smartmask.training.samples import LayerIndex, SampleConfig, TrainingSampler
@@ -52,7 +52,8 @@ class TrainConfig:
     cpu_bf16: bool | None = None
 
     @classmethod
-    def tiny(cls) -> TrainConfig:
+    def for_tests(cls) -> TrainConfig:
+        """Test-size settings (not the `tiny` preset: that is `smartmask.presets.tiny`)."""
         return cls(steps=40, batch_size=8, lr=1e-3, warmup_steps=5, checkpoint_every=10, val_every=10,
                    val_batches=1, log_every=5, ema_decay=0.9)
 

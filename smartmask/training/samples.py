@@ -5,27 +5,12 @@ object; layers 0..k-1 are already painted), build S_k = f_layer(A_0..A_{k-1}) co
 derive a guidance map G from A_k (kind drawn from `guidance_mix`) and return S~_k = S_k ⊙ (1 − αG) + αG with the
 target mask A_k, its label (T_obj) and the image caption (T_context).
 
-Resize: a plain (aspect-changing) nearest-neighbour resize of the whole image to `resolution`², not letterbox
-padding. Reasons: (1) padding would need a colour for "outside the image", and black is already "nothing painted
-here" (label id 0), where objects may be inserted — the model would learn to put objects into the padding;
-(2) with a plain resize, normalised coordinates are the same in the image and in the layout, so boxes (the
-`box` field, the planner's boxes, a user's box) need no conversion, and mapping a predicted mask back to the image
-is a plain resize to (H, W); (3) every one of the R² pixels carries image content (KINS' 1242×375 would fill
-only 30% of a padded square). The cost is a fixed, train/inference-consistent anisotropic stretch (4:3 sources
-are squeezed by 1.33 horizontally), which the model sees identically at both times. Inference must therefore use
-`resize_grid`/`resize_nearest` here for S_I and the user's guidance, and resize predicted masks back to (H, W).
-
-Speed: no mask is ever decoded at full resolution. The nearest-neighbour resize only reads the source pixels on
-`resize_grid`; in COCO's column-major RLE a foreground run [s, e) of a layer covers exactly the grid points
-[n(s), n(e)), where n(p) (the number of grid points before flat index p) is two table lookups (`_Grid`). The RLE
-strings of layers 0..k of an image are parsed together with vectorised numpy (`parse_counts`), and only the small
-grid is painted, back to front. Nothing is cached per image (only the per-(H, W, R) grid tables), so memory stays
-at the size of the index. Measured: bench/bench_sampler.py.
+Layouts and targets are painted on the model's R×R grid without decoding masks (`smartmask.conditioning.grid`,
+which explains the resize); inference paints S_I on the same grid. Measured: bench/bench_sampler.py.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,8 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from smartmask.lake.layout import dataset_dir
-from smartmask.training.guidance import ALPHA, GUIDANCE_KINDS, apply_guidance, guidance_from_mask
+from smartmask.boxes import xywh_to_xyxy
+from smartmask.conditioning.grid import expand_runs, foreground_runs, grid_tables
+from smartmask.conditioning.guidance import ALPHA, GUIDANCE_KINDS, apply_guidance, guidance_from_mask
+from smartmask.conditioning.vocabulary import Vocabulary
+from smartmask.lake.paths import dataset_dir
 
 # A target whose resized mask has no pixel left (a thin sliver at a low resolution) would teach "predict
 # nothing"; such a draw is redrawn from the same generator, at most this many times.
@@ -62,168 +50,13 @@ class SampleConfig:
             raise ValueError(f"guidance_mix needs {len(GUIDANCE_KINDS)} non-negative weights, got {mix}")
 
     @classmethod
-    def tiny(cls) -> SampleConfig:
+    def for_tests(cls) -> SampleConfig:
+        """Test-size settings (not the `tiny` preset: that is `smartmask.presets.tiny`)."""
         return cls(resolution=32)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Resizing (shared with inference).
-
-
-@functools.lru_cache(maxsize=64)
-def resize_grid(H: int, W: int, R: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source rows (R,) and columns (R,) that a nearest-neighbour resize of (H, W) to (R, R) reads: pixel centres
-    aligned, i.e. output i reads source floor((i + 0.5) · H / R). Read-only arrays (cached)."""
-    ys = np.minimum(((np.arange(R) + 0.5) * (H / R)).astype(np.int64), H - 1)
-    xs = np.minimum(((np.arange(R) + 0.5) * (W / R)).astype(np.int64), W - 1)
-    ys.flags.writeable = False
-    xs.flags.writeable = False
-    return ys, xs
-
-
-def resize_nearest(arr: np.ndarray, R: int) -> np.ndarray:
-    """(H, W, ...) → (R, R, ...) with the same nearest-neighbour grid the training samples use."""
-    ys, xs = resize_grid(arr.shape[0], arr.shape[1], R)
-    return arr[ys[:, None], xs[None, :]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Grid:
-    """Where each source pixel lands on the grid of distinct pixels the resize reads (nx columns × ny rows,
-    column-major): the number of grid points before column-major source index p = x·H + y is
-    col_base[x] + col_read[x] · row_before[y]. `expand` gathers that (ny, nx) grid to (R, R), None when no row or
-    column is read twice (R <= H and R <= W)."""
-
-    H: int
-    nx: int
-    ny: int
-    col_base: np.ndarray  # (W + 1,) ny · (number of read columns < x)
-    col_read: np.ndarray  # (W + 1,) 1 where column x is read
-    row_before: np.ndarray  # (H + 1,) number of read rows < y
-    expand: tuple | None
-
-    def count_before(self, p: np.ndarray) -> np.ndarray:
-        x, y = np.divmod(p, self.H)
-        return self.col_base[x] + self.col_read[x] * self.row_before[y]
-
-
-@functools.lru_cache(maxsize=64)
-def _grid(H: int, W: int, R: int) -> _Grid:
-    ys, xs = resize_grid(H, W, R)
-    uy, iy = np.unique(ys, return_inverse=True)
-    ux, ix = np.unique(xs, return_inverse=True)
-    col_read = np.zeros(W + 1, np.int64)
-    col_read[ux] = 1
-    col_base = np.searchsorted(ux, np.arange(W + 1)) * uy.size
-    row_before = np.searchsorted(uy, np.arange(H + 1))
-    expand = None if (uy.size == R and ux.size == R) else np.ix_(iy, ix)
-    return _Grid(H, int(ux.size), int(uy.size), col_base, col_read, row_before, expand)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Vectorised COCO compressed-RLE parsing (pycocotools' rleFrString, for many strings at once).
-
-
-def _segmented_cumsum(vals: np.ndarray, seg: np.ndarray) -> np.ndarray:
-    """Cumulative sum of `vals` restarting wherever the (non-decreasing) segment id `seg` changes."""
-    if vals.size == 0:
-        return vals
-    cs = np.cumsum(vals)
-    first = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
-    base = cs[first] - vals[first]
-    return cs - np.repeat(base, np.diff(np.r_[first, vals.size]))
-
-
-def parse_counts(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Uncompressed run lengths of several compressed RLE strings laid end to end.
-
-    `data` uint8 (the ascii bytes), `offsets` (n + 1,) string boundaries into it. Returns (counts int64, layer of
-    each count, index of each count within its string): for each string the alternating background/foreground
-    run lengths, starting with background."""
-    c = data.astype(np.int64) - 48
-    n_layers = offsets.size - 1
-    if c.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    ends = np.flatnonzero(c < 0x20)  # the last character of each number has no continuation bit (0x20)
-    starts = np.r_[0, ends[:-1] + 1]
-    pos = np.arange(c.size) - np.repeat(starts, ends - starts + 1)  # character's place within its number
-    x = np.add.reduceat((c & 0x1F) << (5 * pos), starts)
-    neg = np.flatnonzero(c[ends] & 0x10)  # sign bit on the last character: sign-extend
-    if neg.size:
-        x[neg] -= np.left_shift(1, 5 * (pos[ends[neg]] + 1))
-    layer = np.searchsorted(offsets, ends, side="right") - 1
-    m = np.arange(x.size) - np.searchsorted(layer, np.arange(n_layers))[layer]  # index within its string
-    # Delta coding: for m > 2, count[m] = x[m] + count[m - 2], i.e. running sums over odd m ≥ 1 and even m ≥ 2.
-    odd = np.flatnonzero(m & 1)
-    x[odd] = _segmented_cumsum(x[odd], layer[odd])
-    even = np.flatnonzero(((m & 1) == 0) & (m >= 2))
-    x[even] = _segmented_cumsum(x[even], layer[even])
-    return x, layer, m
-
-
-def foreground_runs(data: np.ndarray, offsets: np.ndarray, pixels: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(layer, start, end) of every foreground run, as flat column-major indices into the (H, W) mask.
-
-    With `pixels` = H·W given, a string's runs are known to sum to it, which turns the per-string running sum into
-    one global cumulative sum (checked; falls back to the segmented sum if a string does not add up)."""
-    counts, layer, m = parse_counts(data, offsets)
-    cs = np.cumsum(counts)
-    n_layers = offsets.size - 1
-    if pixels is not None and cs.size and cs[-1] == n_layers * pixels:
-        bounds = cs - layer * pixels
-    else:
-        bounds = _segmented_cumsum(counts, layer)
-    fg = np.flatnonzero(m & 1)
-    return layer[fg], bounds[fg] - counts[fg], bounds[fg]
-
-
-def _expand(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Concatenation of arange(a[j], b[j]) over j (all b > a)."""
-    lengths = b - a
-    cum = np.cumsum(lengths)
-    return np.arange(int(cum[-1]) if cum.size else 0) + np.repeat(a - (cum - lengths), lengths)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # The index.
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class TableVocabulary:
-    """The dataset's vocabulary as stored in its `vocabulary` table, dense by label id (row 0 = background, black).
-
-    Colours come from the table's r, g, b columns, never recomputed, so a model trained on a version keeps that
-    version's colours."""
-
-    labels: tuple[str, ...]  # labels[label_id]; "" for the background and for unused ids
-    is_stuff: np.ndarray  # bool (n,)
-    colours: np.ndarray  # uint8 (n, 3)
-
-    @classmethod
-    def from_table(cls, table: pa.Table) -> TableVocabulary:
-        ids = np.asarray(table.column("label_id").to_numpy(zero_copy_only=False), np.int64)
-        if ids.size and ids.min() < 1:
-            raise ValueError("vocabulary label ids start at 1 (0 is the background)")
-        n = int(ids.max()) + 1 if ids.size else 1
-        labels = [""] * n
-        for i, lab in zip(ids.tolist(), table.column("label").to_pylist(), strict=True):
-            labels[i] = lab
-        stuff = np.zeros(n, bool)
-        stuff[ids] = np.asarray(table.column("is_stuff").to_numpy(zero_copy_only=False), bool)
-        colours = np.zeros((n, 3), np.uint8)
-        for j, ch in enumerate("rgb"):
-            colours[ids, j] = np.asarray(table.column(ch).to_numpy(zero_copy_only=False), np.uint8)
-        stuff.flags.writeable = False
-        colours.flags.writeable = False
-        return cls(tuple(labels), stuff, colours)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def colour(self, label_id: int) -> np.ndarray:
-        return self.colours[label_id]
-
 
 _TEMPLATE_PREFIX = "template@"
 _LAYER_COLUMNS = ["image_id", "layer", "label", "label_id", "is_stuff", "height", "width", "rle", "bbox", "area"]
@@ -270,7 +103,7 @@ class LayerIndex:
 
     def __init__(self, *, split: str | None, image_ids: np.ndarray, heights: np.ndarray, widths: np.ndarray,
                  captions: list[str], layer_start: np.ndarray, label_id: np.ndarray, is_stuff: np.ndarray,
-                 area: np.ndarray, bbox: np.ndarray, rle: pa.LargeStringArray, vocabulary: TableVocabulary,
+                 area: np.ndarray, bbox: np.ndarray, rle: pa.LargeStringArray, vocabulary: Vocabulary,
                  insert_stuff: bool = False, min_target_area: int = 16):
         self.split = split
         self.image_ids = image_ids  # object (n_images,) of str
@@ -326,7 +159,7 @@ class LayerIndex:
         order = np.lexsort((_np(layers.column("layer")), img))
         layers, img = layers.take(order), img[order]
 
-        vocab = TableVocabulary.from_table(vocabulary)
+        vocab = Vocabulary.from_table(vocabulary)
         label_id = _np(layers.column("label_id")).astype(np.int32)
         if label_id.size and (label_id.min() < 1 or label_id.max() >= len(vocab)
                               or any(vocab.labels[i] == "" for i in np.unique(label_id))):
@@ -437,13 +270,13 @@ class TrainingSampler:
         k = t - lo
         offs = ix.rle_offsets[lo : t + 2]
         layer, s, e = foreground_runs(ix.rle_data[offs[0] : offs[-1]], offs - offs[0], H * W)
-        grid = _grid(H, W, R)
+        grid = grid_tables(H, W, R)
         nx, ny, expand = grid.nx, grid.ny, grid.expand
         a, b = grid.count_before(s), grid.count_before(e)  # the run's span on the (column-major) grid
         hit = b > a
         layer, a, b = layer[hit], a[hit], b[hit]
         run_at = np.searchsorted(layer, np.arange(k + 2))  # runs of layer j are run_at[j]:run_at[j + 1]
-        pix = _expand(a, b)
+        pix = expand_runs(a, b)
         pix_at = np.r_[0, np.cumsum(b - a)][run_at]
         ids = np.zeros(nx * ny, np.int32)  # column-major (nx, ny) grid of the distinct source pixels
         lids = ix.label_id[lo:t]
@@ -476,8 +309,8 @@ class TrainingSampler:
         layout_CHW = self._colours.take(np.ascontiguousarray(d["ids"]), axis=1)
         guided = apply_guidance(layout_CHW, d["g"], self.cfg.alpha, channel_axis=0)
         H, W = float(ix.heights[img]), float(ix.widths[img])
-        x, y, w, h = (float(v) for v in ix.bbox[t])
-        box = np.clip(np.array([x / W, y / H, (x + w) / W, (y + h) / H], np.float32), 0.0, 1.0)
+        x0, y0, x1, y1 = xywh_to_xyxy(*(float(v) for v in ix.bbox[t]))  # the lake's bbox is COCO xywh
+        box = np.clip(np.array([x0 / W, y0 / H, x1 / W, y1 / H], np.float32), 0.0, 1.0)  # xyxy, normalised
         return {
             "layout": guided,
             "target": d["target"].astype(np.float32),

@@ -11,7 +11,7 @@ mask and the same box typed in by a user give the identical G.
 
 Coordinates are continuous pixel coordinates: pixel (row i, column j) covers [j, j+1) × [i, i+1) and its centre is
 (j + 0.5, i + 0.5). A box (x0, y0, x1, y1) therefore has exclusive x1/y1: the box of a mask whose columns are
-c_min..c_max is x0 = c_min, x1 = c_max + 1. All G arrays are float32 (H, W) in [0, 1].
+c_min..c_max is x0 = c_min, x1 = c_max + 1 (xyxy, as everywhere: `smartmask.boxes`). All G arrays are float32 (H, W) in [0, 1].
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 from scipy import ndimage
+
+from smartmask.boxes import box_pixels, mask_box
 
 GUIDANCE_KINDS: tuple[str, ...] = ("none", "box", "blob", "scribble")
 
@@ -62,12 +64,6 @@ def apply_guidance(layout_HWC: np.ndarray, g_HW: np.ndarray, alpha: float = ALPH
 
 # ---------------------------------------------------------------------------------------------------------------
 # From user input (inference). The training generators below call these.
-
-
-def box_pixels(x0: float, y0: float, x1: float, y1: float, H: int, W: int) -> tuple[int, int, int, int]:
-    """(c0, r0, c1, r1), exclusive ends: every pixel the box [x0, x1) × [y0, y1) touches (at least one), clipped."""
-    c0, r0 = max(0, math.floor(x0)), max(0, math.floor(y0))
-    return c0, r0, min(W, max(math.ceil(x1), c0 + 1)), min(H, max(math.ceil(y1), r0 + 1))
 
 
 def box_guidance(x0: float, y0: float, x1: float, y1: float, H: int, W: int) -> np.ndarray:
@@ -127,16 +123,6 @@ def scribble_guidance(mask_HW: np.ndarray, threshold: float = 0.5) -> np.ndarray
 
 # ---------------------------------------------------------------------------------------------------------------
 # From a ground-truth mask (training).
-
-
-def mask_box(mask_HW: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1) of a binary mask, x1/y1 exclusive; None when the mask is empty."""
-    m = np.asarray(mask_HW, dtype=bool)
-    cols = np.flatnonzero(m.any(axis=0))
-    if cols.size == 0:
-        return None
-    rows = np.flatnonzero(m.any(axis=1))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 def box_from_mask(mask_HW: np.ndarray) -> np.ndarray:

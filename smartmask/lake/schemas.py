@@ -1,33 +1,9 @@
-"""Where things live in the lake, and the pyarrow schema of every table we write.
-
-    <lake>/datasets/name=<name>/version=<version>/<table>/part-<shard>.parquet
-    <lake>/datasets/name=<name>/version=<version>/_manifest.json
-    <lake>/_staging/...            work in progress; invisible to every reader, renamed into place at publish
-
-Hive-style `name=`/`version=` directories let DuckDB read every version at once with
-`read_parquet('<lake>/datasets/*/*/<table>/*.parquet', hive_partitioning=true)`.
-"""
+"""The pyarrow schema of every table the lake holds (where each lives: `smartmask.lake.paths`; what each column
+means: datasets/README.md)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pyarrow as pa
-
-
-def lake_root(lake: str | os.PathLike | None = None) -> Path:
-    """`--lake DIR`, else `$SMARTMASK_LAKE`, else `./lake`."""
-    return Path(lake or os.environ.get("SMARTMASK_LAKE") or "lake").resolve()
-
-
-def dataset_dir(lake: Path, name: str, version: str) -> Path:
-    return lake / "datasets" / f"name={name}" / f"version={version}"
-
-
-def staging_dir(lake: Path, name: str, version: str) -> Path:
-    return lake / "_staging" / "datasets" / f"name={name}" / f"version={version}"
-
 
 IMAGES = pa.schema(
     [

@@ -1,8 +1,12 @@
-"""The product path checked on held-out synthetic scenes: what `smartmask suggest` gives, measured at image size.
+"""Held-out checks of a model version, both through `SmartMaskPipeline`: the paper's core claim in miniature (with a
+box as guidance, the predicted mask beats the box itself) at the model's resolution and at the image's.
 
-For held-out (val split) images of a dataset version and a target layer k (a thing, never stuff), the scene's
-ground-truth layout of layers 0..k-1 goes through the same calls the CLI makes (`layout_image`, `Control`,
-`suggest`), and the suggestions are compared with the target's amodal mask at the image's own resolution:
+`grid_check` — model resolution: held-out training-style samples (the sampler's guided S~ with the target's box),
+one mask each, IoU against the target on the R×R grid vs the box's own cells (`box_on_grid`, the tight box).
+
+`product_path_check` — image resolution, what `smartmask suggest` gives. For held-out (val split) images of a
+dataset version and a target layer k (a thing, never stuff), the scene's ground-truth layout of layers 0..k-1 goes
+through the pipeline's `suggest`, as the CLI's request does, and the suggestions are compared with the target's amodal mask at the image's own resolution:
 
 - box:        rank-1 suggestion with `--bbox` = the target's box, vs the box itself used as the mask (IoU);
 - mask-free:  N suggestions from N seeds without guidance: mean pairwise IoU (diversity is 1 minus it);
@@ -23,12 +27,13 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from smartmask import masks
-from smartmask.inference.layout import layout_from_lake, layout_image
-from smartmask.inference.paste import box_mask
-from smartmask.inference.suggest import Control, SuggestConfig, suggest
-from smartmask.lake.layout import dataset_dir
+from smartmask.boxes import box_mask, mask_box
+from smartmask.conditioning.guidance import box_on_grid
+from smartmask.inference.pipeline import SmartMaskPipeline
+from smartmask.inference.suggest import Control, SuggestConfig
+from smartmask.lake.paths import dataset_dir
 from smartmask.masks import mask_iou
-from smartmask.training.guidance import mask_box
+from smartmask.training.samples import LayerIndex, SampleConfig, TrainingSampler
 
 
 def heldout_targets(lake: Path, dataset: str, version: str, n: int, min_area_frac: float = 0.02,
@@ -63,7 +68,30 @@ def heldout_targets(lake: Path, dataset: str, version: str, n: int, min_area_fra
     return out[:n]
 
 
-def product_path_check(model, lake: Path, dataset: str, version: str, *, alpha: float, n_items: int = 12,
+def grid_check(pipe: SmartMaskPipeline, dataset: str, version: str, sample_cfg: SampleConfig, *,
+               n_samples: int = 64, steps: int = 20, batch: int = 32, seed: int = 0) -> dict:
+    """Box-guided masks vs the box itself on up to `n_samples` held-out samples, at the model's resolution."""
+    cfg = dataclasses.replace(sample_cfg, guidance_mix=(0.0, 1.0, 0.0, 0.0), split="val")
+    sampler = TrainingSampler(LayerIndex.from_lake(pipe.lake, dataset, version, split="val"), cfg, seed=seed + 99)
+    n = min(n_samples, len(sampler))
+    if n == 0:
+        raise ValueError(f"dataset {dataset}@{version} has no held-out (val) samples")
+    model_ious, box_ious = [], []
+    for s in range(0, n, batch):
+        b = sampler.batch(list(range(s, min(n, s + batch))))
+        found = pipe.masks_on_grid(b["layout"], b["obj"], b["context"], n=1,
+                                   config=SuggestConfig(n=1, steps=steps, seed=seed + s))
+        found = found[:, 0].cpu().numpy()
+        for i in range(len(b["obj"])):
+            model_ious.append(mask_iou(found[i], b["target"][i]))
+            # The box as a user would give it (normalised image coordinates), on the model's grid by the same rule
+            # `suggest` uses: the cells whose centres it covers.
+            r = b["target"].shape[-1]
+            box_ious.append(mask_iou(box_on_grid(*np.asarray(b["box"][i]).tolist(), 1, 1, r), b["target"][i]))
+    return {"samples": n, "model_iou": float(np.mean(model_ious)), "box_iou": float(np.mean(box_ious))}
+
+
+def product_path_check(pipe: SmartMaskPipeline, dataset: str, version: str, *, n_items: int = 12,
                        box_items: int | None = None, n: int = 4, seed: int = 0, per_image: int = 2) -> dict:
     """The three checks of the module docstring; all numbers at image resolution.
 
@@ -71,10 +99,10 @@ def product_path_check(model, lake: Path, dataset: str, version: str, *, alpha: 
     on the first `n_items`: the box check's mean is the noisy one (one rank-1 mask per target), so it gets more.
     """
     box_items = n_items if box_items is None else box_items
+    lake = pipe.lake
     items = heldout_targets(lake, dataset, version, max(n_items, box_items), seed=seed, per_image=per_image)
     if not items:
         raise ValueError(f"dataset {dataset}@{version} has no held-out thing targets")
-    R = model.config.resolution
     # dedupe_iou=None keeps every sample, exact copies too (diversity and the solver comparison are measured on all
     # of them; 1.0 would still drop two seeds that give the same mask, and then a seed would be missing); the
     # rank-1 suggestion is the same with or without de-duplication (it only drops lower-ranked ones).
@@ -82,26 +110,26 @@ def product_path_check(model, lake: Path, dataset: str, version: str, *, alpha: 
     ddim_cfg = dataclasses.replace(dpm_cfg, n=min(n, 2), steps=50, scheduler="ddim")  # its seeds: the first two
     ours, boxes, pairwise, dpm_gt, ddim_gt, between = [], [], [], [], [], []
     for i, it in enumerate(items):
-        scene, vocab = layout_from_lake(lake, f"{dataset}@{version}", it["image_id"], it["k"])
+        scene = pipe.layout(layout_from=f"{dataset}@{version}:{it['image_id']}:{it['k']}")
         H, W = it["mask"].shape
-        layout = layout_image(scene, vocab, R)
         b = mask_box(it["mask"])
         control = Control("box", box=tuple(float(v) for v in b))
-        dpm = suggest(model, layout, control, it["label"], it["caption"], H, W, dpm_cfg, alpha=alpha)
+        dpm = pipe.suggest(it["label"], it["caption"], scene=scene, control=control, config=dpm_cfg).result
         if i < box_items:
             ours.append(mask_iou(dpm.suggestions[0].mask_HW, it["mask"]))
             boxes.append(mask_iou(box_mask(b, H, W), it["mask"]))
         if i >= n_items:
             continue
-        ddim = suggest(model, layout, control, it["label"], it["caption"], H, W, ddim_cfg, alpha=alpha)
+        ddim = pipe.suggest(it["label"], it["caption"], scene=scene, control=control, config=ddim_cfg).result
         by_seed = {s.seed: s.mask_HW for s in dpm.suggestions}
         for s in ddim.suggestions:
             dpm_gt.append(mask_iou(by_seed[s.seed], it["mask"]))
             ddim_gt.append(mask_iou(s.mask_HW, it["mask"]))
             between.append(mask_iou(by_seed[s.seed], s.mask_HW))
-        free = suggest(model, layout, Control("none"), it["label"], it["caption"], H, W,
-                       dataclasses.replace(dpm_cfg, n=max(2, n - 1)), alpha=alpha)
+        free = pipe.suggest(it["label"], it["caption"], scene=scene, control=Control("none"),
+                            config=dataclasses.replace(dpm_cfg, n=max(2, n - 1))).result
         pairwise += [mask_iou(a.mask_HW, c.mask_HW) for a, c in itertools.combinations(free.suggestions, 2)]
-    return {"items": min(len(items), n_items), "box_items": len(ours), "suggestions": n, "bbox_iou": float(np.mean(ours)), "box_iou": float(np.mean(boxes)),
+    return {"items": min(len(items), n_items), "box_items": len(ours), "suggestions": n,
+            "bbox_iou": float(np.mean(ours)), "box_iou": float(np.mean(boxes)),
             "maskfree_pairwise_iou": float(np.mean(pairwise)), "dpm20_iou": float(np.mean(dpm_gt)),
             "ddim50_iou": float(np.mean(ddim_gt)), "dpm_vs_ddim_iou": float(np.mean(between))}

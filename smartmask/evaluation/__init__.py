@@ -1,0 +1,1 @@
+"""Measuring models: held-out checks of the product path (`heldout`); the evaluation suite builds on it."""

@@ -1,0 +1,52 @@
+"""What a rebuild will do, decided before any shard runs: the dataset version, its vocabulary and its shard jobs.
+
+`smartmask.rebuild` makes a `Plan` and runs its jobs; `smartmask.publish` finishes it. Both import it from here,
+so neither imports the other's module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smartmask.conditioning.vocabulary import Vocabulary
+from smartmask.config import RebuildConfig
+from smartmask.lake.paths import staging_dir
+from smartmask.sources import SourceImage
+
+
+@dataclass(slots=True)
+class ShardJob:
+    """Everything one shard needs; small enough to pickle to a worker process."""
+
+    index: int
+    images: list[SourceImage]
+    sha256: dict[str, str | None]
+    label_ids: dict[str, int]
+    images_root: Path
+    staging: Path
+    source: str
+    config: RebuildConfig
+
+
+@dataclass(slots=True)
+class Plan:
+    name: str
+    version: str
+    lake: Path
+    source: str
+    images_root: Path
+    config: RebuildConfig
+    published: bool
+    vocabulary: Vocabulary
+    counts_in: dict[str, int]
+    parse_rejects: list[dict]
+    captioner_id: str
+    jobs: list[ShardJob] = field(default_factory=list)
+
+    @property
+    def staging(self) -> Path:
+        return staging_dir(self.lake, self.name, self.version)
+
+    def pending(self) -> list[ShardJob]:
+        return [j for j in self.jobs if not (self.staging / "_done" / f"{j.index:05d}.json").exists()]
