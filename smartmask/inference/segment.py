@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from smartmask.conditioning.vocabulary import Vocabulary
 from smartmask.inference.layout import UNKNOWN, LayoutError, Region, SceneLayout
 from smartmask.inference.synonyms import COCO_PANOPTIC_STUFF, label_map, load_synonyms
 from smartmask.pretrained import load_pretrained, model_revision
-from smartmask.training.samples import Vocabulary
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
