@@ -1,5 +1,6 @@
 """`smartmask suggest` and `smartmask insert`: one image, in this process (no Prefect or Ray start-up to pay for a
-single image; bulk jobs go through `bulk-insert`).
+single image), through `SmartMaskPipeline`. Library errors name the request field (`BadInput.field`); `FLAGS`
+turns that into the flag the user typed.
 
 Exit codes as everywhere: 0 done, 2 bad input with one line on stderr (a non-image or oversized file, a box or
 point outside the image, an empty object name, an unknown model version, a segmenter or inpainter that cannot be
@@ -56,7 +57,7 @@ def _exit2(e: Exception) -> typer.Exit:
     return bad_input(f"{flag}: {e}" if flag else str(e))
 
 
-def _request(image, obj, context, bbox, point, scribble, n, seed, steps, scheduler, loose_box):
+def _request(*, image, obj, context, bbox, point, scribble, n, seed, steps, scheduler, loose_box):
     """The decoded image, the control and the suggest config from the CLI's values."""
     from smartmask.inference.errors import BadInput
     from smartmask.inference.images import load_image, load_mask
@@ -96,8 +97,9 @@ def suggest(image: Annotated[Path, typer.Argument(help="The image to insert into
 
     root = lake_root(lake)
     try:
-        pixels, control, cfg = _request(image, obj, context, bbox, point, scribble, n, seed, steps, scheduler,
-                                        loose_box)
+        pixels, control, cfg = _request(image=image, obj=obj, context=context, bbox=bbox, point=point,
+                                        scribble=scribble, n=n, seed=seed, steps=steps, scheduler=scheduler,
+                                        loose_box=loose_box)
         pipe = SmartMaskPipeline.from_lake(root, model, segmenter=segmenter, device=device)
         found = pipe.suggest(obj, context, image=pixels, layout_from=layout_from, control=control, config=cfg)
     except _errors() as e:
@@ -171,8 +173,9 @@ def insert(image: Annotated[Path, typer.Argument(help="The image to insert into"
                                                device=device)
             done = pipe.insert(obj, context, image=pixels, mask=chosen, mask_source=source, seed=seed)
         else:
-            pixels, control, scfg = _request(image, obj, context, bbox, point, scribble, n, seed, steps, scheduler,
-                                             loose_box)
+            pixels, control, scfg = _request(image=image, obj=obj, context=context, bbox=bbox, point=point,
+                                             scribble=scribble, n=n, seed=seed, steps=steps, scheduler=scheduler,
+                                             loose_box=loose_box)
             pipe = SmartMaskPipeline.from_lake(root, model, segmenter=segmenter, inpainter=inpainter,
                                                inpaint_config=cfg, device=device)
             found = pipe.suggest(obj, context, image=pixels, layout_from=layout_from, control=control, config=scfg)

@@ -41,10 +41,9 @@ class RayExecutor:
 
         if self.world_size == 1 or self.device().type == "cuda":
             return ray.train.torch.prepare_model(module)  # to the device; DDP (NCCL, overlapped) when world_size > 1
-        # CPU/gloo: no DDP. DDP all-reduces gradient buckets from a gloo thread while backward still runs; with
-        # one compute thread per worker and as many workers as cores, that thread competes with the compute and
-        # a 2-worker step took 2x as long (0.92 s vs 0.46 s, measured on 2 cores); one flat all-reduce after
-        # backward (`sync_grads`) costs ~13 ms for the tiny model. Start from rank 0's weights, as DDP would.
+        # CPU/gloo: no DDP. Its all-reduce thread competes with the compute when workers = cores (a 2-worker step
+        # took twice as long); one flat all-reduce after backward (`sync_grads`) is cheap. Start from rank 0's
+        # weights, as DDP would. Figures: docs/experiments.md, "Training speed".
         module = module.to(self.device())
         for t in list(module.parameters()) + list(module.buffers()):
             torch.distributed.broadcast(t.data, src=0)

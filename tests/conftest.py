@@ -1,4 +1,4 @@
-"""Offline settings before anything imports Prefect/Ray/HF, and small builders shared by the tests."""
+"""Offline settings before anything imports Prefect/Ray/HF, the shared synthetic lake, and small builders."""
 
 from __future__ import annotations
 
@@ -40,6 +40,30 @@ def write_json(path: Path, doc) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_lake(tmp_path_factory) -> dict:
+    """One small synthetic world (30 scenes, 160×120, 4-8 things, seed 0) rebuilt once for the whole session into a
+    lake as dataset `synth`. READ ONLY: a test that writes into a lake (trains, registers) takes
+    `synthetic_lake_copy`. Keys: lake, version, world (the world's folder: annotations.json, images/)."""
+    from smartmask.config import RebuildConfig, SynthConfig
+    from smartmask.rebuild import rebuild
+    from smartmask.synth import generate
+
+    root = tmp_path_factory.mktemp("synthetic-lake")
+    world, lake = root / "world", root / "lake"
+    generate(world, 30, seed=0, config=SynthConfig(width=160, height=120, min_things=4, max_things=8), workers=1)
+    m = rebuild(f"cocoa:{world / 'annotations.json'}", world / "images", "synth", lake, RebuildConfig.for_tests())
+    return {"lake": lake, "version": m["version"], "world": world}
+
+
+@pytest.fixture(scope="module")
+def synthetic_lake_copy(synthetic_lake, tmp_path_factory) -> dict:
+    """A private copy of `synthetic_lake` for a module that writes into its lake (the images stay shared)."""
+    lake = tmp_path_factory.mktemp("lake-copy") / "lake"
+    shutil.copytree(synthetic_lake["lake"], lake)
+    return synthetic_lake | {"lake": lake}
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness
 
@@ -77,3 +101,15 @@ def run_bench_smoke(script: str) -> str:
     assert "(smoke, not a measurement" in proc.stdout
     assert (set(results.glob(f"{stem}-*.json")) if results.exists() else set()) == before
     return proc.stdout
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests are skipped without CUDA, also when `-m` on the command line replaces pyproject's `not gpu`."""
+    gpu = [i for i in items if i.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        for item in gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))

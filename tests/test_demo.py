@@ -1,53 +1,53 @@
-"""`smartmask demo` end to end with its default settings — the paper's core claim in miniature.
+"""`smartmask demo` end to end with a fixed number of training steps — the paper's core claim in miniature.
 
-Asserts every stage ran (dataset, model registered, the product path on held-out scenes: mask-free diversity,
-DPM-Solver 20 vs DDIM 50 within 0.01 IoU, an insert bit-identical outside its dilated mask), prints the held-out
-box-guidance numbers and asserts that they beat the tight box at both resolutions. This is the suite's longest
-test (~5 minutes on 2 cores).
+The flow runs in this process (the same function `smartmask demo` calls) and the test reads its returned result:
+every stage ran (dataset, model registered after exactly STEPS steps, the held-out checks through the pipeline
+object, an insert bit-identical outside its dilated mask), and box-guided masks beat the tight box at both
+resolutions by at least the margins below. A fixed step count, not the CLI's time budget, so the model and its
+margins are the same on any machine; the margins are what this step count reached on every recorded run
+(docs/experiments.md), with room for the run-to-run spread of two-worker training.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
+import pytest
 
 from smartmask.lake.query import run_query
 
+STEPS = 400
+# Margins over the box at STEPS steps (IoU points): model resolution (32×32, every held-out sample) and image
+# resolution (`suggest --bbox`, rank-1 of 4).
+MARGIN_GRID = 0.02
+MARGIN_IMAGE = 0.02
 
-def test_demo_end_to_end_learns_to_beat_the_box(tmp_path):
+pytestmark = pytest.mark.slow
+
+
+def test_demo_end_to_end_learns_to_beat_the_box(tmp_path, prefect_harness):
+    from flows.demo import demo
+
     lake = tmp_path / "lake"
-    r = subprocess.run([sys.executable, "-m", "flows", "demo", "--lake", str(lake)], capture_output=True, text=True,
-                       timeout=900, env={**os.environ})
-    assert r.returncode == 0, r.stderr[-3000:]
-    print(r.stdout)
-    dataset_version = re.search(r"dataset synth@([0-9a-f]{16})", r.stdout).group(1)
-    model_version = r.stdout.strip().splitlines()[-1]
-    assert "layers per class" in r.stdout and "rejects by reason" in r.stdout and "captions" in r.stdout
+    out = demo(lake=str(lake), train_steps=STEPS)
+    print(out["report"])
+    dataset_version, model_version = out["dataset_version"], out["model_version"]
+    assert out["last_id"] == model_version
     t = run_query(lake, "SELECT count(*) AS n, count(DISTINCT label) AS labels FROM layers WHERE version = ?",
                   [dataset_version]).to_pylist()[0]
     assert t["n"] > 200 * 15 and t["labels"] >= 20
     m = run_query(lake, "SELECT dataset_version, steps FROM models WHERE version = ?", [model_version]).to_pylist()
-    assert m[0]["dataset_version"] == dataset_version and m[0]["steps"] >= 100
-    ious = re.search(r"mask IoU ([0-9.]+) vs the box itself ([0-9.]+)", r.stdout)
-    model_iou, box_iou = float(ious.group(1)), float(ious.group(2))
-    print(f"held-out box guidance: SmartMask IoU {model_iou:.3f}, box IoU {box_iou:.3f}")
-    # Issue 5: the product path on held-out scenes, at image resolution.
-    got = re.search(r"rank-1 IoU ([0-9.]+) vs the box itself ([0-9.]+)", r.stdout)
-    bbox_iou, box_only = float(got.group(1)), float(got.group(2))
-    pairwise = float(re.search(r"mean pairwise IoU ([0-9.]+) across seeds", r.stdout).group(1))
-    solvers = re.search(r"DPM-Solver\+\+ 20 steps IoU ([0-9.]+) vs DDIM 50 steps ([0-9.]+)", r.stdout)
-    dpm, ddim = float(solvers.group(1)), float(solvers.group(2))
-    print(f"suggest --bbox {bbox_iou:.3f} vs box {box_only:.3f}; mask-free pairwise IoU {pairwise:.3f}; "
-          f"DPM-20 {dpm:.3f} vs DDIM-50 {ddim:.3f}")
-    assert pairwise < 0.9
-    assert abs(dpm - ddim) <= 0.01
-    assert re.search(r"outside the dilated mask identical: True", r.stdout)
-    # The paper's core claim in miniature (issues 4 and 5): box-guided masks beat the box itself, at the model's
-    # resolution and at the image's. Both compare against the TIGHT box (the grid cells whose centres it covers;
-    # at image size the exact pixel box). Measured with the current code, models trained as the demo trains
-    # (2 Ray workers, 180 s): 0.589 (422 steps; a 483-step model 0.590 at the old text scale 3) vs 0.543 at 32x32
-    # (91 samples); `suggest --bbox` 0.578 vs 0.519 at image size (19 targets).
-    assert model_iou > box_iou, f"box-guided masks at 32x32: {model_iou:.3f}, the box itself {box_iou:.3f}"
-    assert bbox_iou > box_only, f"suggest --bbox at image size: {bbox_iou:.3f}, the box itself {box_only:.3f}"
+    assert m == [{"dataset_version": dataset_version, "steps": STEPS}]
+
+    grid, path, ins = out["heldout"], out["product_path"], out["insert"]
+    assert grid is not None and path is not None and ins is not None, "a held-out stage did not run"
+    assert grid["samples"] >= 64 and path["box_items"] >= 10
+    assert path["maskfree_pairwise_iou"] < 0.9  # mask-free suggestions differ across seeds
+    assert abs(path["dpm20_iou"] - path["ddim50_iou"]) <= 0.01  # both solvers solve the same ODE
+    assert ins["identical_outside"] and ins["changed_inside"] > 0
+
+    grid_margin = grid["model_iou"] - grid["box_iou"]
+    image_margin = path["bbox_iou"] - path["box_iou"]
+    print(f"margin over the box after {STEPS} steps: {grid_margin:+.3f} at 32x32 ({grid['model_iou']:.3f} vs "
+          f"{grid['box_iou']:.3f}, {grid['samples']} samples), {image_margin:+.3f} at image size "
+          f"({path['bbox_iou']:.3f} vs {path['box_iou']:.3f}, {path['box_items']} targets)")
+    assert grid_margin >= MARGIN_GRID, f"32x32: {grid['model_iou']:.3f} vs the box {grid['box_iou']:.3f}"
+    assert image_margin >= MARGIN_IMAGE, f"image size: {path['bbox_iou']:.3f} vs the box {path['box_iou']:.3f}"

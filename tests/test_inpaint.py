@@ -8,6 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from smartmask import boxes
 from smartmask.inference import paste
 from smartmask.inference.inpaint import (
     DEFAULTS,
@@ -115,7 +116,7 @@ def test_controlnet_condition_follows_the_sd15_inpaint_convention_and_reaches_th
 def test_box_baseline_changes_the_whole_box(cn15):
     image = random_image(96, 128, 2)
     box = (30, 20, 90, 70)
-    mask = paste.box_mask(box, 96, 128)
+    mask = boxes.box_mask(box, 96, 128)
     assert mask.sum() == 60 * 50
     res = insert_object(image, mask, "dog", "", cn15, CFG, seed=0)
     assert_background_kept(image, res)
@@ -217,7 +218,7 @@ def test_synthetic_outline_and_box_baseline():
     inner, border = rgb[12:20, 10:22].astype(float).mean(), rgb[8, 10:22].astype(float).mean()
     assert border < 0.65 * inner  # the renderer's thing outline (x 0.5) on the mask's border
     image = np.full((60, 90, 3), 40, np.uint8)
-    box = paste.box_mask((10, 5, 70, 50), 60, 90)
+    box = boxes.box_mask((10, 5, 70, 50), 60, 90)
     res = insert_object(image, box, "boat", "", SyntheticInpainter(), CFG)
     assert_background_kept(image, res)
     assert changed(res.image, image)[box].all()
@@ -252,10 +253,10 @@ def test_bad_input_is_a_one_line_value_error(image, mask, obj, match):
 
 
 def test_box_mask_rejects_boxes_outside_the_image():
-    assert paste.box_mask((0.5, 0.5, 2.2, 1.0), 4, 4).sum() == 3  # every pixel the box touches
+    assert boxes.box_mask((0.5, 0.5, 2.2, 1.0), 4, 4).sum() == 3  # every pixel the box touches
     for bad in ((0, 0, 0, 3), (-1, 0, 3, 3), (0, 0, 5, 3), (2, 2, 1, 3), (0, 0, float("nan"), 1)):
         with pytest.raises(ValueError):
-            paste.box_mask(bad, 4, 4)
+            boxes.box_mask(bad, 4, 4)
 
 
 def test_crop_geometry_pads_past_the_border_and_never_loses_a_small_mask():
@@ -279,7 +280,7 @@ def test_large_image_insert_allocates_no_full_size_float_arrays():
     mask = np.zeros((H, W), bool)
     mask[1350:1650, 1800:2200] = ellipse(300, 400, 150, 200, 150, 200)
     inp = SyntheticInpainter()
-    insert_object(image[:512, :512], mask[:512, :512] | paste.box_mask((200, 200, 300, 300), 512, 512), "boat",
+    insert_object(image[:512, :512], mask[:512, :512] | boxes.box_mask((200, 200, 300, 300), 512, 512), "boat",
                   "", inp, CFG)  # warm-up: imports, PIL  # fmt: skip
     tracemalloc.start()
     res = insert_object(image, mask, "boat", "a lake", inp, CFG)

@@ -14,10 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from smartmask import presets
-from smartmask.config import RebuildConfig, SynthConfig
 from smartmask.model.network import SmartMask
-from smartmask.rebuild import rebuild
-from smartmask.synth import generate
 from smartmask.training.loop import (
     InProcess,
     TrainConfig,
@@ -34,17 +31,13 @@ TRAIN = TrainConfig(steps=4, batch_size=4, lr=1e-3, warmup_steps=1, checkpoint_e
 
 
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory) -> tuple[Path, str]:
-    tmp = tmp_path_factory.mktemp("loop")
-    generate(tmp / "w", 8, seed=5, config=SynthConfig(width=160, height=120, min_things=3, max_things=6), workers=1)
-    m = rebuild(f"cocoa:{tmp / 'w' / 'annotations.json'}", tmp / "w" / "images", "s", tmp / "lake",
-                RebuildConfig.for_tests())
-    return tmp / "lake", m["version"]
+def lake(synthetic_lake_copy) -> tuple[Path, str]:
+    return synthetic_lake_copy["lake"], synthetic_lake_copy["version"]
 
 
 def _train(lake: Path, version: str, run: str, ex, work: Path, train: TrainConfig = TRAIN) -> dict:
     return run_training(model_cfg=presets.tiny_model(), sample_cfg=SampleConfig.for_tests(), train_cfg=train, lake=lake,
-                        dataset="s", dataset_version=version, run_dir=lake / "runs" / "kind=train" / f"run={run}",
+                        dataset="synth", dataset_version=version, run_dir=lake / "runs" / "kind=train" / f"run={run}",
                         ex=ex, work_dir=work)
 
 

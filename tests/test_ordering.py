@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -93,7 +94,8 @@ def test_f_layer_paints_later_layers_over_earlier():
     assert (ids[12:18, 12:18] == 7).all() and ids[0, 0] == 3
     assert (f_layer([sky, box], [3, 7], k=1) == 3).all()
     vocab = Vocabulary.build([("sky", True), ("cup", False), ("sky", False)])
-    assert vocab.ids == {"cup": 1, "sky": 2} and vocab.stuff == (False, True)
+    assert vocab.ids == {"cup": 1, "sky": 2} and vocab.is_stuff.tolist() == [False, False, True]
+    assert vocab.labels == ("", "cup", "sky") and Vocabulary.read(pa.Table.from_pylist(vocab.rows())).ids == vocab.ids
     rgb = colorize(ids.clip(0, 2), vocab)
     assert rgb.shape == (H, W, 3) and (rgb[0, 0] == vocab.colours[2]).all()
     pal = palette(64)

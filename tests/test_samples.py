@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from smartmask import masks
+from smartmask.conditioning.grid import foreground_runs, resize_nearest
 from smartmask.conditioning.guidance import (
     GUIDANCE_KINDS,
     apply_guidance,
@@ -25,32 +26,19 @@ from smartmask.conditioning.guidance import (
     scribble_guidance,
 )
 from smartmask.conditioning.vocabulary import f_layer
-from smartmask.config import RebuildConfig, SynthConfig
 from smartmask.lake.paths import dataset_dir
-from smartmask.training.samples import (
-    LayerIndex,
-    SampleConfig,
-    TrainingSampler,
-    foreground_runs,
-    resize_nearest,
-)
+from smartmask.training.samples import LayerIndex, SampleConfig, TrainingSampler
 
 REPO = Path(__file__).resolve().parents[1]
 ONLY = {kind: tuple(1.0 if k == kind else 0.0 for k in GUIDANCE_KINDS) for kind in GUIDANCE_KINDS}
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory):
-    from smartmask.rebuild import rebuild
-    from smartmask.synth import generate
-
-    root = tmp_path_factory.mktemp("samples")
-    world, lake = root / "world", root / "lake"
-    generate(world, 30, seed=0, config=SynthConfig(width=160, height=120, min_things=4, max_things=8), workers=1)
-    m = rebuild(f"cocoa:{world / 'annotations.json'}", world / "images", "synth", lake, RebuildConfig.for_tests())
-    d = dataset_dir(lake, "synth", m["version"])
+def ds(synthetic_lake):
+    lake, version = synthetic_lake["lake"], synthetic_lake["version"]
+    d = dataset_dir(lake, "synth", version)
     tables = {t: pq.read_table(d / t) for t in ("images", "layers", "captions", "vocabulary")}
-    return {"lake": lake, "version": m["version"], **tables}
+    return {"lake": lake, "version": version, **tables}
 
 
 @pytest.fixture(scope="module")

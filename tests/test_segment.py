@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from smartmask.conditioning.grid import resize_nearest
 from smartmask.conditioning.vocabulary import Vocabulary
-from smartmask.config import RebuildConfig, SynthConfig
 from smartmask.inference.layout import (
     UNKNOWN,
     UNKNOWN_GREY,
@@ -22,7 +22,6 @@ from smartmask.inference.layout import (
     layout_from_lake,
     layout_image,
     parse_layout_ref,
-    vocab_from_table,
 )
 from smartmask.inference.segment import PanopticSegmenter, SegmenterConfig
 from smartmask.inference.synonyms import (
@@ -37,7 +36,7 @@ from smartmask.inference.synonyms import (
 from smartmask.lake.schemas import VOCABULARY
 from smartmask.pretrained import ModelNotFound, model_revision
 from smartmask.synth.world import STUFF, THINGS
-from smartmask.training.samples import LayerIndex, SampleConfig, TrainingSampler, resize_nearest
+from smartmask.training.samples import LayerIndex, SampleConfig, TrainingSampler
 
 # The segmenter's label set: COCO-panoptic names; the last three map onto nothing in the synthetic world.
 SEG_LABELS = ("person", "dining table", "sky-other-merged", "sea", "wall-other-merged", "giraffe", "truck",
@@ -72,9 +71,8 @@ def build_tiny_mask2former(out_dir: Path, seed: int = 36) -> Path:
 
 def synth_vocab():
     v = Vocabulary.build([(lab, False) for lab in THINGS] + [(lab, True) for lab in STUFF])
-    rows = [{"label_id": i + 1, "label": lab, "is_stuff": st, "r": int(c[0]), "g": int(c[1]), "b": int(c[2]),
-             "instances": 0} for i, (lab, st, c) in enumerate(zip(v.labels, v.stuff, v.colours[1:], strict=True))]
-    return vocab_from_table(pa.Table.from_pylist(rows, schema=VOCABULARY))
+    rows = [r | {"instances": 0} for r in v.rows()]
+    return Vocabulary.read(pa.Table.from_pylist(rows, schema=VOCABULARY))
 
 
 def scene_image(h: int = 120, w: int = 160) -> np.ndarray:
@@ -95,15 +93,8 @@ def segmenter_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory) -> Path:
-    from smartmask.rebuild import rebuild
-    from smartmask.synth import generate
-
-    tmp = tmp_path_factory.mktemp("layout")
-    generate(tmp / "w", 6, seed=2, config=SynthConfig(width=160, height=120, min_things=4, max_things=8), workers=1)
-    rebuild(f"cocoa:{tmp / 'w' / 'annotations.json'}", tmp / "w" / "images", "synth", tmp / "lake",
-            RebuildConfig.for_tests())
-    return tmp / "lake"
+def lake(synthetic_lake) -> Path:
+    return synthetic_lake["lake"]
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:

@@ -80,8 +80,8 @@ def box_on_grid(x0: float, y0: float, x1: float, y1: float, H: int, W: int, R: i
     A grid cell is in the box when its sample point (the source pixel `resize_grid` reads for it, i.e. its centre)
     is: the same rule that turns a ground-truth mask into the training target, whose box the training sampler then
     takes. Filling every cell the box merely touches (`box_guidance` on scaled coordinates) inflates the box by up
-    to a cell on each side, and the model, trained on tight boxes, draws a correspondingly fatter object (measured
-    on the demo model: predicted/true area 1.3-2.5x for objects of 1-5% of the image). At least one cell.
+    to a cell on each side, and the model, trained on tight boxes, draws a correspondingly fatter object. At least one
+    cell.
     """
     sx, sy = R / W, R / H
     c0, c1 = math.ceil(x0 * sx - 0.5), math.ceil(x1 * sx - 0.5)

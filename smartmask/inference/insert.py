@@ -1,6 +1,6 @@
 """`insert_object`: put an object into an image inside a mask, leaving everything outside the dilated mask untouched.
 
-Why: this is the last step of `smartmask insert` / `bulk-insert` and of the evaluation's insertion baselines (the
+Why: this is the last step of `SmartMaskPipeline.insert` (so of `smartmask insert`) and of the insertion baselines (the
 SmartMask mask, the box as the mask, plain SD/SDXL inpainting: all of them call this with some mask and some
 inpainter, so they differ only in those two arguments). Steps:
 

@@ -20,9 +20,7 @@ A box is the object's tight bounding box, as in training (G is drawn from the ta
 every suggestion is cut to it and then fitted to it at image resolution, i.e. stretched from its own bounding box
 onto the user's, so it touches all four sides. The model's 32- or 64-cell grid can only place the object's edge to
 within a cell (on a 640-pixel-wide photo, 20 pixels), and the user's exact coordinates are the better information;
-the shape inside is the model's. Measured with the demo's model on the demo world (rank-1 of 4, image resolution):
-IoU with the ground truth 0.603 fitted vs 0.590 only cut to the box on 60 training-split targets, 0.557 vs 0.525 on
-19 held-out ones. `SuggestConfig(fit_box=False)` (CLI `--loose-box`) treats the box as a bound only: suggestions are
+the shape inside is the model's (fitting beats cutting: docs/experiments.md, "Box fitting"). `SuggestConfig(fit_box=False)` (CLI `--loose-box`) treats the box as a bound only: suggestions are
 cut to it, not stretched, for a user whose box is a rough region rather than the object's extent. A point or a
 scribble is soft guidance and bounds nothing.
 

@@ -43,12 +43,8 @@ class ModelConfig:
     # Side of the (square) layout S~ and of the mask, in pixels. The U-Net runs at this size (tiny, pixel
     # space) or at resolution / 8 (sd15, latent space).
     resolution: int
-    # x0-prediction by default. Measured on 2 CPU cores (DESIGN.md, "Presets"): a 1M-parameter pixel-space U-Net
-    # at 32x32 with box guidance, 180 s of training, reached mask IoU 0.79 predicting x0 ("sample") against only
-    # 0.20 predicting noise ("epsilon"). A binary mask is a low-entropy target: predicting it directly gives a
-    # useful signal at every timestep, while at low noise an epsilon-predictor must recover tiny residuals and at
-    # high noise its x0 estimate (x_t - sqrt(1-a) eps) / sqrt(a) amplifies errors. Kept for sd15 too until a GPU
-    # run shows otherwise (SD's U-Net was pretrained for epsilon; "epsilon" is one field away).
+    # x0-prediction: a binary mask is a low-entropy target that predicting it directly learns far faster than
+    # noise (docs/experiments.md, "Parameterisation"). Kept for sd15 until a GPU run says otherwise.
     prediction_type: str = "sample"
     layout_channels: int  # output channels of the layout encoder E_phi, concatenated to z_t
     layout_width: int = 32  # E_phi's first hidden width; doubled at each stride-2 stage, capped at 256
@@ -57,10 +53,8 @@ class ModelConfig:
     text_dropout: float = 0.1
     layout_dropout: float = 0.1
     num_train_timesteps: int = 1000
-    # Training timesteps t = floor(u^p * T), u uniform: p = 1 is the usual uniform draw; p < 1 draws high-noise
-    # steps more often. For x0-prediction of a binary mask the low-noise steps teach little (x_t already shows
-    # the mask); the shape is decided at high noise. Tiny: p = 0.6, measured on 2 cores at an equal 150 s budget
-    # (held-out box-guided IoU 0.516 vs 0.478 uniform). sd15 keeps 1: its U-Net was pretrained on uniform steps.
+    # Training timesteps t = floor(u^p * T), u uniform: p < 1 draws high-noise steps more often, where a mask's
+    # shape is decided (x_t at low noise already shows it). sd15 keeps 1: its U-Net was pretrained on uniform steps.
     timestep_power: float = 1.0
     beta_schedule: str
     beta_start: float = 0.0001
@@ -71,10 +65,9 @@ class ModelConfig:
     text: dict[str, Any] = field(default_factory=dict)  # CLIPTextConfig kwargs (tiny; ignored for sd15)
     base_model: str | None = None  # sd15: a Stable-Diffusion-1.5-layout directory or hub id
     max_text_tokens: int  # per text (T_obj and T_context each), padded/truncated to this many tokens
-    # T_obj mean-pooled (over its max_text_tokens CLIP states) into the U-Net's time embedding (diffusers
-    # class_embed_type="projection"), so the object name reaches every ResNet block at every resolution, not
-    # only the cross-attention. Tiny: its only attention is at 8x8, and without this the model ignored the text
-    # (text scale 0 sampled as well as 3). sd15 (False): SD's cross-attention reads CLIP at 64, 32 and 16 latents.
+    # T_obj mean-pooled into the U-Net's time embedding (diffusers class_embed_type="projection"), so the object
+    # name reaches every ResNet block, not only the cross-attention (tiny attends only at 8×8). sd15 (False): SD's
+    # cross-attention already reads CLIP at three resolutions.
     object_embedding: bool = False
     # Train the text encoder with the U-Net. Tiny: its CLIP is random-init, so frozen it is an arbitrary random
     # map with nothing to preserve (Latent Diffusion trained its text transformer jointly, from scratch, too).

@@ -280,10 +280,8 @@ class SmartMask(nn.Module):
             # its forward + backward took 57 ms with SDPA, 16 ms eager (64 texts x 32 tokens, 1 thread, bf16).
             text_config._attn_implementation = "eager"
             text_encoder = CLIPTextModel(text_config)
-        # Plain-matmul attention instead of SDPA: the tiny U-Net attends over 64 tokens with head dim 8, and there
-        # SDPA's CPU flash kernel is slow, its backward most of all (30% of a training step, batch 16, bf16).
-        # Measured on 2 cores: 0.29 s per step instead of 0.39-0.42 s (1 thread, batch 16, bf16; fp32 equal),
-        # 415 steps instead of 241 in an equal 150 s in-process run. Same maths, so the same function.
+        # Plain-matmul attention instead of SDPA: at 64 tokens and head dim 8 SDPA's CPU kernel, its backward most of
+        # all, is several times slower (docs/experiments.md, "Training speed"). Same maths, so the same function.
         unet.set_attn_processor(AttnProcessor())
         tokenizer = tiny_clip_tokenizer(model_max_length=cfg.text.get("max_position_embeddings", 77))
         return cls(cfg, unet, layout_encoder, text_encoder, tokenizer)

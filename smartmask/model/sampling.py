@@ -19,12 +19,8 @@ from smartmask.model.network import SmartMask
 
 SCHEDULERS = ("dpm", "ddim")
 
-# Default guidance scales. s_L measured on the demo's tiny model (287 steps), box guidance, 256 training-split
-# samples at 32x32, mask IoU with the ground truth: 0.571 / 0.579 / 0.579 / 0.575 at s_L = 1.5 / 1.75 / 2 / 2.25
-# (1.0, no layout guidance: 0.545 on 128). s_T re-tuned once the object name reached every block
-# (ModelConfig.object_embedding), on a demo-style model (2 Ray workers, 180 s, 483 steps), same protocol:
-# 0.605 / 0.605 / 0.597 / 0.562 / 0.516 at s_T = 1 / 2 / 3 / 5 / 7.5; 2 keeps some text guidance on the plateau.
-# Held-out samples were not used to choose.
+# Default guidance scales, chosen on the training split (never on held-out samples): both sit on the plateau of
+# mask IoU against the scale (docs/experiments.md, "Guidance scales").
 LAYOUT_SCALE = 2.0
 TEXT_SCALE = 2.0
 
@@ -123,10 +119,9 @@ def _sample(model, sched, layout_BCHW, obj, context, n, layout_scale, text_scale
     feats_3 = torch.cat([feats_null, feats, feats])
 
     sched.set_timesteps(steps, device=dev)
-    # DDIM by default derives its ε from the UNclipped x0 while stepping with the clipped one; guided x0 (scales
-    # > 1 extrapolate) often leaves [-1, 1], and that mismatch grew with the step count (measured: held-out IoU
-    # 0.45 at 50 steps, 0.31 at 200, vs 0.49 for DPM-Solver++ at 20 or 50). Recomputing ε from the clipped x0 is
-    # what DPM-Solver++'s data prediction does, so both solve the same ODE.
+    # DDIM by default derives its ε from the UNclipped x0 while stepping with the clipped one, and guided x0 often
+    # leaves [-1, 1]: the two drift apart with more steps. Recomputing ε from the clipped x0 is what DPM-Solver++'s
+    # data prediction does, so both solve the same ODE (docs/experiments.md, "Solvers").
     step_kw = {"use_clipped_model_output": True} if scheduler_kind(sched) == "ddim" else {}
     x = initial_noise(model, B, n, seed).to(dev, dtype) * sched.init_noise_sigma
     for t in sched.timesteps:
