@@ -59,11 +59,12 @@ def _cached(lake: Path) -> int:
     return sum(pq.read_metadata(p).num_rows for p in lake.glob("caption_cache/*/part-*.parquet"))
 
 
+@pytest.mark.slow
 def test_kill_mid_captioning_then_resume_captions_only_the_rest(setup, tmp_path):
     world, model = setup
     lake = tmp_path / "lake"
     proc = _run(world, model, lake)
-    deadline = time.time() + 240
+    deadline = time.time() + 900  # a hang guard: the verdict must not depend on the machine's speed
     while time.time() < deadline and not list(lake.glob("caption_cache/*/part-*.parquet")) and proc.poll() is None:
         time.sleep(0.002)
     os.killpg(proc.pid, signal.SIGKILL)

@@ -149,6 +149,7 @@ def test_failed_batch_is_retried_image_by_image(captioner, images, monkeypatch):
     assert {k: v for k, v in got.items() if k != culprit} == {k: v for k, v in clean.items() if k != culprit}
 
 
+@pytest.mark.slow
 def test_ray_data_matches_direct_call(tiny_dir, captioner, images):
     import ray
 

@@ -115,6 +115,7 @@ def _worker(rank: int, port: int, root: str, version: str, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_ranks_average_gradients_and_stay_identical(lake, tmp_path):
     """Without averaging, the ranks' different micro-batches would make their weights drift apart after step 1;
     without agreeing on the time used, they would stop after different steps."""

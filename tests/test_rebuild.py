@@ -37,6 +37,7 @@ def _rows(lake: Path, name: str, version: str) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_flow_rebuild_is_idempotent(world, tmp_path, prefect_harness):
     from flows.rebuild_dataset import rebuild_dataset
 
@@ -66,6 +67,7 @@ def _cli_rebuild(world: Path, lake: Path, **kw) -> subprocess.Popen:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
 
 
+@pytest.mark.slow
 def test_sigkill_midway_then_rerun_gives_identical_result(world, tmp_path):
     from smartmask.rebuild import plan_rebuild
 
@@ -73,8 +75,10 @@ def test_sigkill_midway_then_rerun_gives_identical_result(world, tmp_path):
     version = plan_rebuild(f"cocoa:{world / 'annotations.json'}", world / "images", "synth", lake).version
     done = staging_dir(lake, "synth", version) / "_done"
     proc = _cli_rebuild(world, lake)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(done.glob("*.json"))) < 4:
+    deadline = time.time() + 900  # a hang guard, not a speed requirement: the verdict must not depend on the machine
+    while len(list(done.glob("*.json"))) < 4:
+        assert proc.poll() is None, "the rebuild ended before 4 shards were done"
+        assert time.time() < deadline, "no 4 shards done in 900 s"
         time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
