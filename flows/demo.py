@@ -122,7 +122,7 @@ def demo(lake: str | None = None, scenes: int = 200, seed: int = 0, train_budget
 
     if train_steps is not None:
         job = TrainJob(dataset=f"synth@{version}", workers=2, lake=str(root), steps=train_steps)
-        how = f"{train_steps} steps"
+        how = "a fixed step count"
     else:
         job = TrainJob(dataset=f"synth@{version}", workers=2, lake=str(root), steps=100_000,
                        time_budget_s=train_budget_s)

@@ -95,8 +95,7 @@ class InpaintConfig:
 
     @classmethod
     def for_tests(cls, **overrides: Any) -> InpaintConfig:
-        """Test-size settings (not the `tiny` preset: that is `smartmask.presets.tiny`)."""
-        """For tests with tiny random models: 2 steps, fp32."""
+        """Test-size settings for tiny random models: 2 steps, fp32."""
         return cls(**{"steps": 2, "guidance_scale": 2.0, "dtype": "fp32", **overrides})
 
     def content_hash(self) -> str:

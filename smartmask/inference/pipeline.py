@@ -1,13 +1,14 @@
 """`SmartMaskPipeline`: the product path, layout → SmartMask suggestions → insertion, as one object.
 
 Built once (from a lake and a model version, plus an optional segmenter and inpainter), then called per request,
-like a diffusers pipeline. `smartmask suggest` / `insert`, the demo, the held-out checks, and bulk and evaluation
-jobs all call it; a Ray actor builds it inside the actor from plain arguments (`from_lake(lake, version,
+like a diffusers pipeline. `smartmask suggest` / `insert`, the demo and the held-out checks call it; a job that
+fans out over Ray actors builds one inside each actor from plain arguments (`from_lake(lake, version,
 segmenter=..., inpainter=...)`), so nothing heavy is pickled. Each model loads once, on first use, and is kept.
 
     pipe = SmartMaskPipeline.from_lake("lake", segmenter="facebook/mask2former-swin-large-coco-panoptic",
                                        inpainter="controlnet-sd15")
-    result = pipe.suggest("a woman", "a woman beside the river", image=pixels_HWC, control=Control.box(...))
+    result = pipe.suggest("a woman", "a woman beside the river", image=pixels_HWC,
+                          control=Control("box", box=(x0, y0, x1, y1)))
     inserted = pipe.insert("a woman", "a woman beside the river", image=pixels_HWC, suggestions=result)
 
 Errors from bad input are `BadInput` (one line, `field` names the request part); nothing here knows CLI flags.
@@ -32,6 +33,7 @@ from smartmask.inference.layout import SceneLayout, layout_from_lake, layout_ima
 from smartmask.inference.suggest import Control, SuggestConfig, SuggestResult, overlay_preview, suggest
 from smartmask.lake.io import write_json_atomic
 from smartmask.lake.paths import model_dir
+from smartmask.pretrained import ModelNotFound
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,13 +123,16 @@ class SmartMaskPipeline:
                   device: str | None = None, with_model: bool = True) -> SmartMaskPipeline:
         """The registered model `version` (the newest when None) and the vocabulary and α it was trained with.
         `with_model=False` builds an inpainting-only pipeline (the box baseline, a mask from a file)."""
-        from smartmask.registry import load_model, resolve_model
+        from smartmask.registry import NotFound, load_model, resolve_model
 
         lake = Path(lake)
         if not with_model:
             return cls(lake=lake, segmenter=segmenter, inpainter=inpainter, inpaint_config=inpaint_config,
                        device=device)
-        v = resolve_model(lake, version)  # registry.NotFound (one line) when unknown
+        try:
+            v = resolve_model(lake, version)
+        except NotFound as e:
+            raise BadInput(str(e), "model") from None
         model, lineage = load_model(lake, v, device=device)
         d = model_dir(lake, v)
         training = json.loads((d / "training.json").read_text()) if (d / "training.json").exists() else {}
@@ -151,7 +156,10 @@ class SmartMaskPipeline:
         if self._inpainter is None:
             if not self.inpainter_spec:
                 raise BadInput("no inpainter: build the pipeline with inpainter=SPEC", "inpainter")
-            self._inpainter = load_inpainter(self.inpainter_spec, device=self.device, config=self.inpaint_config)
+            try:
+                self._inpainter = load_inpainter(self.inpainter_spec, device=self.device, config=self.inpaint_config)
+            except ModelNotFound as e:
+                raise BadInput(str(e), "inpainter") from None
         return self._inpainter
 
     def _segment(self, image_HWC: np.ndarray) -> SceneLayout:
@@ -161,7 +169,10 @@ class SmartMaskPipeline:
         if self._segmenter is None:
             from smartmask.inference.segment import PanopticSegmenter
 
-            self._segmenter = PanopticSegmenter.load(self.segmenter_spec, device=self.device)
+            try:
+                self._segmenter = PanopticSegmenter.load(self.segmenter_spec, device=self.device)
+            except ModelNotFound as e:
+                raise BadInput(str(e), "segmenter") from None
         return self._segmenter.segment(image_HWC, self.vocab)
 
     # -- per request ---------------------------------------------------------------------------------------------

@@ -48,10 +48,10 @@ LAYERS = pa.schema(
 REJECTS = pa.schema(
     [
         ("source", pa.string()),
-        ("record_kind", pa.string()),  # file | line | image | region
+        ("record_kind", pa.string()),  # image | annotation | region
         ("record_key", pa.string()),
         ("image_id", pa.string()),
-        ("stage", pa.string()),  # parse | validate | order
+        ("stage", pa.string()),  # parse | validate | caption
         ("reason", pa.string()),  # a stable code, see datasets/README.md
         ("detail", pa.string()),
         ("record", pa.string()),  # the offending record, JSON, truncated
