@@ -4,7 +4,9 @@ sampling with two-scale classifier-free guidance. CPU only, tiny models, seeded.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import re
 import subprocess
 import sys
 
@@ -13,7 +15,7 @@ import torch
 from tiny_models import TINY_SD15_RESOLUTION, build_tiny_sd15
 
 from smartmask import presets
-from smartmask.model import ModelConfig, SmartMask, sample_masks
+from smartmask.model import ModelConfig, SmartMask, network, sample_masks
 from smartmask.model.network import (
     TINY_BOS_ID,
     TINY_EOS_ID,
@@ -21,6 +23,8 @@ from smartmask.model.network import (
     tiny_clip_tokenizer,
     tiny_tokenizer_fingerprint,
 )
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: all overhead (see conftest)
 
 R = 32
 TEXTS_OBJ = ["box", "ball", "tent", "bench"]
@@ -122,7 +126,9 @@ def test_timestep_skew():
 
 
 def test_config_import_is_light():
-    code = "import sys, smartmask.model as m; m.presets.tiny_model(); assert 'torch' not in sys.modules, 'torch'"
+    code = ("import sys, smartmask.model as m; m.ModelConfig.from_dict(m.ModelConfig(preset='sd15', resolution=64, "
+            "layout_channels=4, beta_schedule='linear', max_text_tokens=8, base_model='x').to_dict()); "
+            "assert 'torch' not in sys.modules, 'torch'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -134,7 +140,35 @@ def test_tiny_tokenizer_ids():
     assert tok.decode(ids, skip_special_tokens=True) == "a woman beside the river"
     assert tok("zebra!").input_ids[1:-1]  # unknown words fall back to bytes, never to nothing
     assert tok("").input_ids == [TINY_BOS_ID, TINY_EOS_ID]
-    assert tiny_tokenizer_fingerprint() == tiny_tokenizer_fingerprint()
+
+
+def test_tiny_tokenizer_fingerprint_is_the_tokenizers_vocab_and_merges(tmp_path, monkeypatch):
+    """The fingerprint stored with tiny checkpoints is a hash of the vocab and merges the built tokenizer really
+    uses (read back from its saved tokenizer.json, not from the code that computes the fingerprint); any change of
+    either changes it, and a checkpoint saved under the old one is then refused."""
+    tiny_clip_tokenizer().save_pretrained(tmp_path / "tok")
+    bpe = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())["model"]
+    vocab, merges = bpe["vocab"], [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in bpe["merges"]]
+    assert len(vocab) == 1000 and len(merges) > 100
+    blob = json.dumps([sorted(vocab.items()), merges], separators=(",", ":"))
+    fingerprint = tiny_tokenizer_fingerprint()
+    assert re.fullmatch(r"[0-9a-f]{16}", fingerprint)
+    assert fingerprint == hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    SmartMask.build(presets.tiny_model()).save(tmp_path / "ck")
+    real = network._tiny_bpe()
+    (a, b), (c, d) = real[1][0], real[1][1]
+    swapped_ids = dict(real[0]) | {a + b: real[0][c + d], c + d: real[0][a + b]}  # two tokens trade ids
+    changes = {"vocab": (swapped_ids, real[1]), "merges": (real[0], real[1][:-1]),
+               "merge order": (real[0], (real[1][1], real[1][0], *real[1][2:]))}
+    for what, changed in changes.items():
+        monkeypatch.setattr(network, "_tiny_bpe", lambda changed=changed: changed)
+        assert tiny_tokenizer_fingerprint() != fingerprint, what
+        with pytest.raises(ValueError, match="different tiny tokenizer"):
+            SmartMask.load(tmp_path / "ck")
+    monkeypatch.undo()
+    assert tiny_tokenizer_fingerprint() == fingerprint
+    SmartMask.load(tmp_path / "ck")
 
 
 # -- sd15 path on a tiny Stable-Diffusion-layout directory -----------------------------------------------------
@@ -272,6 +306,9 @@ def test_tiny_attention_is_plain_matmuls_with_the_same_result(batch):
         sdpa_config = CLIPTextConfig(**model.config.text)
         sdpa_config._attn_implementation = "sdpa"
         sdpa_clip = CLIPTextModel(sdpa_config).eval()
+        # Two different implementations are compared (not the plain one with itself):
+        assert sdpa_clip.config._attn_implementation == "sdpa"
+        assert all(type(p) is AttnProcessor2_0 for p in model.unet.attn_processors.values())
         sdpa_clip.load_state_dict(model.text_encoder.state_dict())
         model.text_encoder = sdpa_clip
         sdpa_text = model.encode_text(batch["obj"], batch["context"])
