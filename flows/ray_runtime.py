@@ -53,10 +53,14 @@ def ray_session(
         "logging_level": logging.WARNING,
     }
     made_temp = None
+    old_ray_tmp = os.environ.get("RAY_TMPDIR")
     if address is None:
         if temp_dir is None:
             temp_dir = made_temp = _short_temp_dir()
         kwargs["_temp_dir"] = temp_dir
+        # Ray Train's lock files (`_ray_lockfiles`) go to RAY_TMPDIR, /tmp by default, and are never removed:
+        # keep them in the session dir, removed at exit.
+        os.environ["RAY_TMPDIR"] = temp_dir
         if num_cpus is not None:
             kwargs["num_cpus"] = num_cpus
     try:
@@ -66,5 +70,10 @@ def ray_session(
         finally:
             ray.shutdown()
     finally:
+        if address is None:  # restore, so a later session does not put its locks in this removed dir
+            if old_ray_tmp is None:
+                os.environ.pop("RAY_TMPDIR", None)
+            else:
+                os.environ["RAY_TMPDIR"] = old_ray_tmp
         if made_temp is not None:
             shutil.rmtree(made_temp, ignore_errors=True)

@@ -12,6 +12,8 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+# Prefect's temporary server gets 20 s to start by default; a loaded 2-core machine can need more (a hang guard).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 if "PREFECT_HOME" not in os.environ:  # a throwaway Prefect home (its SQLite database), removed at exit
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="smartmask-prefect-")
     atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], True)
@@ -22,6 +24,9 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The session fails if a process it started is still running at the end or it left anything in the temp dir.
+pytest_plugins = ["hygiene"]
 
 
 def write_images(root: Path, names: list[str], w: int = 64, h: int = 48) -> None:
