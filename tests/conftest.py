@@ -69,11 +69,23 @@ def synthetic_lake_copy(synthetic_lake, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness():
+def prefect_harness(tmp_path_factory):
+    import tempfile as tf
+
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    # The harness keeps its database in a mkdtemp() dir removed only at interpreter exit: make that dir inside
+    # pytest's own base temp, not the machine's temp dir.
+    before, tf.tempdir = tf.tempdir, str(tmp_path_factory.mktemp("prefect-harness"))
+    try:
+        harness = prefect_test_harness(server_startup_timeout=60)
+        harness.__enter__()
+    finally:
+        tf.tempdir = before
+    try:
         yield
+    finally:
+        harness.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -47,12 +49,22 @@ def setup(tmp_path_factory):
     return world, build_tiny_instructblip(tmp / "blip")
 
 
-def _run(world: Path, model: Path, lake: Path) -> subprocess.Popen:
+@pytest.fixture
+def private_tmp():
+    """A temp dir for the rebuilds this test starts (their TMPDIR), short enough for Ray's socket paths: a
+    SIGKILLed run cannot remove its Ray session dir, so the test removes the whole dir instead."""
+    d = tempfile.mkdtemp(prefix="sm-cr-", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _run(world: Path, model: Path, lake: Path, tmp: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "flows", "rebuild", "--source", f"cocoa:{world / 'annotations.json'}",
          "--images", str(world / "images"), "--name", "synth", "--lake", str(lake), "--workers", "1",
          "--captioner", f"instructblip:{model}", "--caption-batch-size", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "TMPDIR": tmp})
 
 
 def _cached(lake: Path) -> int:
@@ -60,10 +72,10 @@ def _cached(lake: Path) -> int:
 
 
 @pytest.mark.slow
-def test_kill_mid_captioning_then_resume_captions_only_the_rest(setup, tmp_path):
+def test_kill_mid_captioning_then_resume_captions_only_the_rest(setup, tmp_path, private_tmp):
     world, model = setup
     lake = tmp_path / "lake"
-    proc = _run(world, model, lake)
+    proc = _run(world, model, lake, private_tmp)
     deadline = time.time() + 900  # a hang guard: the verdict must not depend on the machine's speed
     while time.time() < deadline and not list(lake.glob("caption_cache/*/part-*.parquet")) and proc.poll() is None:
         time.sleep(0.002)
@@ -73,7 +85,7 @@ def test_kill_mid_captioning_then_resume_captions_only_the_rest(setup, tmp_path)
     assert 1 <= cached < N - 1, f"kill landed outside captioning ({cached} cached)"
     assert not list((lake / "datasets").glob("name=synth/version=*"))
 
-    out, err = _run(world, model, lake).communicate(timeout=300)
+    out, err = _run(world, model, lake, private_tmp).communicate(timeout=300)
     version = out.strip().splitlines()[-1]
     d = dataset_dir(lake, "synth", version)
     import json

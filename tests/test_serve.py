@@ -271,7 +271,8 @@ def test_serve_registers_schedule_and_runs_on_demand(tmp_path, prefect_server):
     out, err = tmp_path / "serve.out", tmp_path / "serve.err"
     env = {**os.environ, "PREFECT_API_URL": f"{ui}/api", "PREFECT_HOME": str(home),
            "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PYTHONPATH": str(REPO)}
+           "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path / "tmp")}  # Prefect's runner_storage goes there
+    (tmp_path / "tmp").mkdir()
     env.pop("SMARTMASK_LAKE", None)
 
     def logs() -> str:
