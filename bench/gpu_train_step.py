@@ -200,6 +200,10 @@ def main() -> None:
     if a.cpu_smoke:  # tiny components on a CPU: the script works, nothing was measured, nothing is recorded
         print("(smoke, not a measurement: nothing recorded)")
         return
+    sys.path.insert(0, str(HERE))
+    from _results import code_version, machine
+
+    row = {"bench": "gpu_train_step", **row, "code_version": code_version(), "machine": machine()}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"gpu_train_step-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(row, indent=2))
