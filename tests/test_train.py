@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from hygiene import _running as _alive  # same PID and creation time; a zombie counts as gone
 
 from smartmask.config import RebuildConfig, SynthConfig
 from smartmask.lake.query import run_query
@@ -62,14 +63,6 @@ def _ray_system_tmp(lake: Path) -> Path:
     d = lake.parent / "ray-system-tmp"
     d.mkdir(exist_ok=True)
     return d
-
-
-def _alive(p: psutil.Process) -> bool:
-    """Still running as the very process that was seen (same PID AND creation time; a zombie counts as gone)."""
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:  # ZombieProcess included
-        return False
 
 
 def _describe(p: psutil.Process) -> str:
