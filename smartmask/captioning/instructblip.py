@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from smartmask.inference.images import decode_pixels, open_image
 from smartmask.pretrained import load_pretrained, model_revision
 
 IMAGE_UNREADABLE = "image_unreadable"
@@ -56,24 +57,26 @@ def decode_image(uri: str, draft_size: tuple[int, int] | None = None) -> Image.I
 
     Raises `ImageTooLarge` over the limit (checked from the header, before decoding) and OSError/ValueError
     for missing, truncated or corrupt files. `draft_size` lets JPEG decode at a reduced scale that is still
-    at least that large (the model resizes to its input size anyway).
+    at least that large (the model resizes to its input size anyway). The pixels come from the library's one
+    decoder, `smartmask.inference.images.decode_pixels` (EXIF orientation, 16-bit and float modes, the colour
+    of a transparent image as stored), so a caption describes the same pixels `suggest` / `insert` see.
     """
     path = uri[len("file://"):] if uri.startswith("file://") else uri
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the explicit check below decides
-            im = Image.open(path)
+            with open_image(path) as im:
+                w, h = im.size
+                limit = Image.MAX_IMAGE_PIXELS
+                if limit and w * h > limit:
+                    raise ImageTooLarge(f"{w}x{h} = {w * h} pixels exceeds Image.MAX_IMAGE_PIXELS = {limit}")
+                if draft_size is not None and im.format == "JPEG":
+                    im.draft("RGB", draft_size)
+                im.load()
+                rgb, _ = decode_pixels(im)  # the alpha plays no part in a caption
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from exc
-    with im:
-        w, h = im.size
-        limit = Image.MAX_IMAGE_PIXELS
-        if limit and w * h > limit:
-            raise ImageTooLarge(f"{w}x{h} = {w * h} pixels exceeds Image.MAX_IMAGE_PIXELS = {limit}")
-        if draft_size is not None and im.format == "JPEG":
-            im.draft("RGB", draft_size)
-        im.load()
-        return im.convert("RGB")
+    return Image.fromarray(rgb)
 
 
 def _torch_dtype(dtype: str | None, device):

@@ -1,10 +1,32 @@
-"""Reading and writing user images for suggest / insert: bounded decoding, one-line errors, atomic writes.
+"""Reading and writing user images for suggest / insert: one decoder for every Pillow mode, bounded decoding,
+one-line errors, atomic writes.
 
 A content team points these commands at arbitrary files, so decoding is defensive: the file must exist, be an
 image Pillow recognises, and stay under `MAX_PIXELS` (Pillow's decompression-bomb guard, with its warning turned
 into an error: a 30,000 × 30,000 PNG of a few kilobytes must not be inflated into gigabytes). EXIF orientation is
-applied, so a phone photo is processed upright, and every later pixel comparison ("bit-identical outside the
-mask") is against these decoded, upright RGB pixels.
+applied first, in every mode, so a phone photo is processed upright, and every later pixel comparison
+("bit-identical outside the mask") is against these decoded, upright RGB pixels.
+
+`decode_pixels` is the library's only way from a Pillow image to pixels: `load_image` (suggest, insert) and the
+InstructBLIP captioner (rebuild) both call it, so a rebuild and an inference see the same pixels. Mode by mode:
+
+- 1, L, P, RGB, CMYK, YCbCr: Pillow's own conversion to 8-bit RGB (RGB as stored, without a conversion).
+- I;16, I;16B, I;16L, I;16N (16-bit greyscale, e.g. a 16-bit PNG or TIFF): v >> 8, the high byte. Not Pillow's
+  convert("RGB"), which clips at 255 and turns such an image all white. Why >> 8 and not round(v / 257): Pillow
+  itself decodes 16-bit RGB, RGBA and LA files by keeping the high byte, so the same picture stored as 16-bit grey
+  or as 16-bit colour decodes to the same 8-bit values; both invert the usual 8 → 16 bit expansion (v = 257 b)
+  exactly, and >> 8 is at most one level darker than the nearest level elsewhere.
+- I (32-bit signed): values all within 0..65535 are 16-bit samples (a 16-bit greyscale stored as 32-bit, as
+  older Pillows opened 16-bit PNGs) and get v >> 8; any value outside that range has no convention, so the
+  finite range is stretched linearly, min → 0, max → 255 (a constant image decodes black).
+- F (32-bit float): values all within [0, 1] are normalised intensities, round(v × 255); otherwise min–max as for
+  I. (Not "values ≤ 255 are 8-bit levels": a slightly over-range normalised image, max 1.2, would then decode
+  nearly black; min–max at worst stretches the contrast of an 8-bit-level float image.) NaN → 0, −inf → 0,
+  +inf → 255.
+- With an alpha channel or transparency (LA, PA, RGBA, La, RGBa, P with a transparent palette entry, a
+  transparency key on L / RGB / 16-bit / I): the RGB is the colour as stored, not premultiplied by the alpha
+  (that is what the models see, and what the output keeps outside the mask); the alpha comes back separately
+  (`DecodedImage.alpha`) so that `insert` can restore it in its output.
 """
 
 from __future__ import annotations
@@ -12,6 +34,8 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +46,42 @@ from smartmask.inference.errors import BadInput
 MAX_PIXELS = 64_000_000
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """(H, W, 3) uint8 RGB. Raises BadInput for a missing file, a non-image, or more than `max_pixels` pixels."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+class DecodedImage(np.ndarray):
+    """What `load_image` returns: an (H, W, 3) uint8 RGB ndarray in every respect, plus `alpha`, the file's
+    alpha as (H, W) uint8 (None when the file has none) and `source_mode`, the Pillow mode it was decoded from.
+
+    Only the array `load_image` returned carries them, because a crop or a flip of it would no longer match the
+    alpha: indexing and computations (`pixels[::-1]`, `pixels != 0`, `pixels.sum()`) give plain ndarrays and
+    numpy scalars, and a copy has `alpha = None`. That is how `SmartMaskPipeline.insert(image=load_image(path))`
+    keeps the alpha without any caller passing it along.
+    """
+
+    alpha: np.ndarray | None
+    source_mode: str
+
+    def __array_finalize__(self, obj) -> None:
+        self.alpha = None
+        self.source_mode = ""
+
+    def __array_wrap__(self, arr, context=None, return_scalar=False):
+        # ufunc results and reductions: plain, so `pixels.max()` is a numpy scalar as it is for any array
+        arr = arr.view(np.ndarray)
+        return arr[()] if return_scalar else arr
+
+    def __getitem__(self, key):
+        return np.ndarray.__getitem__(self.view(np.ndarray), key)
+
+    @classmethod
+    def wrap(cls, rgb: np.ndarray, alpha: np.ndarray | None, source_mode: str) -> DecodedImage:
+        out = rgb.view(cls)
+        out.alpha, out.source_mode = alpha, source_mode
+        return out
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """(H, W, 3) uint8 RGB, upright, with the file's alpha as `.alpha` (see `DecodedImage`; modes: module doc).
+    Raises BadInput for a missing file, a non-image, or more than `max_pixels` pixels."""
+    from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
     if not p.is_file():
@@ -34,12 +91,12 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
+            with open_image(p) as im:
                 w, h = im.size
                 if w * h > max_pixels:  # checked before any pixel is decoded
                     raise BadInput(f"{p.name}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}")
-                im = ImageOps.exif_transpose(im)
-                rgb = np.asarray(im.convert("RGB"))
+                mode = im.mode
+                rgb, alpha = decode_pixels(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadInput(f"{p.name}: refused as a possible decompression bomb ({_first_line(e)})") from None
     except UnidentifiedImageError:
@@ -52,19 +109,85 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
         Image.MAX_IMAGE_PIXELS = old
     if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 1:
         raise BadInput(f"{p.name}: decoded to an unusable array of shape {rgb.shape}")
-    return np.ascontiguousarray(rgb)
+    return DecodedImage.wrap(rgb, alpha, mode)
+
+
+@contextmanager
+def open_image(path: str | os.PathLike) -> Iterator:
+    """`Image.open` on a file object, not on the path, and both closed afterwards.
+
+    Why: given a path, Pillow (13.0) memory-maps an uncompressed TIFF in L / P / RGBA / CMYK / I;16 mode, and for
+    one stored rotated (orientation 5-8) it maps the pixels at the upright size, i.e. garbled; from a file
+    object it decodes them at the stored size and then rotates them (TIFF orientation is applied by `load()`).
+    """
+    from PIL import Image
+
+    with open(path, "rb") as f, Image.open(f) as im:
+        yield im
+
+
+def decode_pixels(im) -> tuple[np.ndarray, np.ndarray | None]:
+    """A Pillow image of any mode → ((H, W, 3) uint8 RGB, (H, W) uint8 alpha or None), EXIF orientation applied
+    before anything else. The conventions per mode are in the module docstring. The library's only decoder."""
+    from PIL import ImageOps
+
+    im = ImageOps.exif_transpose(im)  # first: every mode, so a 16-bit or CMYK phone scan is upright too
+    mode = im.mode
+    if mode.startswith("I") or mode == "F":  # I;16*, I, F: Pillow's own conversion would clip at 255
+        raw = np.asarray(im)
+        grey = _float_to_8bit(raw) if mode == "F" else _int_to_8bit(raw)
+        key = im.info.get("transparency")
+        alpha = None
+        if isinstance(key, int | float) and not isinstance(key, bool):  # a tRNS grey key, in the file's units
+            alpha = np.where(raw == key, np.uint8(0), np.uint8(255))
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2)), alpha
+    if im.has_transparency_data:  # an alpha band, or a transparent palette entry / colour key
+        # convert("RGBA") un-premultiplies La / RGBa and keeps LA / PA / RGBA colours as stored
+        rgba = np.asarray(im if mode == "RGBA" else im.convert("RGBA"))
+        return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+    # RGB without a conversion: the pixels exactly as stored, and no second full-size copy
+    rgb = np.asarray(im if mode == "RGB" else im.convert("RGB"))
+    return np.ascontiguousarray(rgb), None
+
+
+def _int_to_8bit(raw: np.ndarray) -> np.ndarray:
+    """16-bit samples (0..65535) → v >> 8; anything else → min–max (module doc)."""
+    lo, hi = int(raw.min()), int(raw.max())
+    if lo >= 0 and hi <= 65535:
+        return (raw.astype(np.uint16, copy=False) >> 8).astype(np.uint8)
+    return _stretch(raw.astype(np.float64), lo, hi)
+
+
+def _float_to_8bit(raw: np.ndarray) -> np.ndarray:
+    """[0, 1] → round(v × 255); anything else → min–max over the finite values (module doc)."""
+    a = raw.astype(np.float64)
+    finite = a[np.isfinite(a)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    return _to_uint8(a * 255.0) if lo >= 0.0 and hi <= 1.0 else _stretch(a, lo, hi)
+
+
+def _stretch(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Linear, lo → 0 and hi → 255; a constant image (hi == lo) → 0."""
+    with np.errstate(invalid="ignore"):  # ±inf × 0 (a constant image) is NaN, which becomes 0: not a warning
+        return _to_uint8((a - lo) * (255.0 / (hi - lo) if hi > lo else 0.0))
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    """Rounded and clipped to 0..255; NaN → 0, +inf → 255, −inf → 0."""
+    return np.rint(np.clip(np.nan_to_num(x, nan=0.0, posinf=255.0, neginf=0.0), 0, 255)).astype(np.uint8)
 
 
 def load_mask(path: str | os.PathLike, size: tuple[int, int], max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A binary mask PNG (a scribble or a chosen suggestion) as bool (H, W); it must match `size` = (H, W)."""
-    arr = load_image(path, max_pixels)  # same guards; any channel > 127 counts as on
+    arr = np.asarray(load_image(path, max_pixels))  # same guards and decoding; any channel > 127 counts as on
     if arr.shape[:2] != tuple(size):
         raise BadInput(f"{Path(path).name}: mask is {arr.shape[1]}x{arr.shape[0]}, the image is {size[1]}x{size[0]}")
     return arr.max(axis=2) > 127
 
 
 def save_png(path: str | os.PathLike, arr: np.ndarray) -> Path:
-    """Write uint8 (H, W) / (H, W, 3) or bool (H, W) as PNG atomically (temp file in the folder, then rename)."""
+    """Write uint8 (H, W) / (H, W, 3) / (H, W, 4: RGBA) or bool (H, W) as PNG atomically (temp file in the folder,
+    then rename)."""
     from PIL import Image
 
     p = Path(path)

@@ -10,7 +10,9 @@ inpainter, so they differ only in those two arguments). Steps:
 3. Inpaint the native crop with the mask (not the dilated mask: the band around it comes back from the pipeline
    as a re-encoded copy of the original, which is what the feather blends towards).
 4. Paste back: the inpainted crop, resampled onto the dilated mask's bbox only, blended by the feathered alpha;
-   outside the dilated mask every byte is the input's (`paste.paste_back`).
+   outside the dilated mask every byte is the input's (`paste.paste_back`). An input alpha channel (`alpha=`)
+   is not seen by the inpainter (it gets the RGB as stored) and comes back in `InsertResult.alpha`: the input's
+   outside the mask, 255 on it (`paste.paste_alpha`).
 
 The prompt is `build_prompt(obj, context)`: "a boat, a quiet lake at dawn" (article + object, then the context).
 """
@@ -42,6 +44,12 @@ class InsertResult:
     negative_prompt: str
     seed: int
     timings: dict[str, float] = field(default_factory=dict)  # seconds: crop, inpaint, paste, total
+    alpha: np.ndarray | None = None  # (H, W) uint8 when the input had one: the input's, and 255 on the mask
+
+    @property
+    def rgba(self) -> np.ndarray:
+        """(H, W, 4) with the alpha when the input had one, else `image` (H, W, 3): what to write out."""
+        return self.image if self.alpha is None else np.dstack((self.image, self.alpha))
 
     def record(self) -> dict:
         """JSON-safe metadata (no pixels), for run rows and the CLI's JSON output."""
@@ -49,7 +57,7 @@ class InsertResult:
             "crop_box": list(self.crop_box), "paste_box": list(self.paste_box), "native": self.native,
             "feather_px": self.feather_px, "inpainter": self.inpainter_id, "prompt": self.prompt,
             "negative_prompt": self.negative_prompt, "seed": self.seed,
-            "dilated_area": int(self.dilated.sum()), "timings": dict(self.timings),
+            "dilated_area": int(self.dilated.sum()), "alpha": self.alpha is not None, "timings": dict(self.timings),
         }  # fmt: skip
 
 
@@ -66,7 +74,7 @@ def build_prompt(obj: str, context: str) -> str:
     return f"{o}, {c}" if c else o
 
 
-def _validate(image: np.ndarray, mask: np.ndarray) -> None:
+def _validate(image: np.ndarray, mask: np.ndarray, alpha: np.ndarray | None) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         got = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
         raise ValueError(f"image must be an (H, W, 3) uint8 RGB array; got {got}")
@@ -77,6 +85,10 @@ def _validate(image: np.ndarray, mask: np.ndarray) -> None:
         raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}")
     if not mask.any():
         raise ValueError("mask is empty: nothing to inpaint")
+    if alpha is not None and (not isinstance(alpha, np.ndarray) or alpha.dtype != np.uint8
+                              or alpha.shape != mask.shape):
+        got = f"{alpha.shape} {alpha.dtype}" if isinstance(alpha, np.ndarray) else type(alpha).__name__
+        raise ValueError(f"alpha must be an {mask.shape} uint8 array like the image; got {got}")
 
 
 def insert_object(
@@ -88,11 +100,13 @@ def insert_object(
     cfg: InpaintConfig | None = None,
     *,
     seed: int = 0,
+    alpha: np.ndarray | None = None,
 ) -> InsertResult:
-    """Insert `obj` into `image` (H, W, 3 uint8) inside `mask` (H, W bool) with `inpainter` (see module doc)."""
+    """Insert `obj` into `image` (H, W, 3 uint8) inside `mask` (H, W bool) with `inpainter` (see module doc);
+    `alpha` (H, W uint8), the input's alpha channel if it has one, is kept (`InsertResult.alpha`)."""
     cfg = cfg or InpaintConfig()
     t0 = time.perf_counter()
-    _validate(image, mask)
+    _validate(image, mask, alpha)
     prompt = build_prompt(obj, context)
     negative = cfg.negative_prompt
     H, W = mask.shape
@@ -118,9 +132,10 @@ def insert_object(
     t2 = time.perf_counter()
 
     out, dilated, region = paste.paste_back(image, mask, generated, crop, r)
+    out_alpha = None if alpha is None else paste.paste_alpha(alpha, mask)
     t3 = time.perf_counter()
     return InsertResult(
         image=out, dilated=dilated, crop_box=crop.box, paste_box=region, native=native, feather_px=r,
         inpainter_id=inpainter.id, prompt=prompt, negative_prompt=negative, seed=int(seed),
-        timings={"crop": t1 - t0, "inpaint": t2 - t1, "paste": t3 - t2, "total": t3 - t0},
+        timings={"crop": t1 - t0, "inpaint": t2 - t1, "paste": t3 - t2, "total": t3 - t0}, alpha=out_alpha,
     )  # fmt: skip

@@ -13,6 +13,9 @@ dilated mask is bit-identical to the input, and that a 4000x3000 photo costs abo
   by `r`). Blending with alpha 0 returns the original byte exactly, and the outside is copied again afterwards
   anyway, so the guarantee does not rest on arithmetic.
 
+An input with an alpha channel keeps it (`paste_alpha`): the alpha outside the mask is the input's, byte for byte,
+and the mask itself becomes opaque.
+
 Boxes are (x0, y0, x1, y1) in pixel coordinates with exclusive x1/y1, as in `smartmask.conditioning.guidance`.
 """
 
@@ -156,3 +159,17 @@ def paste_back(
         blend[~dil] = orig[~dil]
         out[r0:r1, x0:x1] = blend.astype(np.uint8)
     return out, dilated, region
+
+
+def paste_alpha(alpha: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The output's alpha for an input with one: 255 on `mask`, the input's `alpha` everywhere else.
+
+    Opaque on the mask because the inpainter paints an opaque object there (in a transparent region it would
+    otherwise vanish). Not raised in the feather band (dilated minus mask): there the inpainter returned the
+    surroundings, i.e. the colour stored under the input's alpha, which in a transparent region is arbitrary
+    (often black); blending that band towards opaque would draw a dark fringe around the object. So outside the
+    mask the alpha is the input's exactly; only the RGB is feathered there, under that alpha.
+    """
+    out = alpha.copy()
+    out[mask] = 255
+    return out

@@ -71,7 +71,8 @@ class Suggestions:
 @dataclass(frozen=True, eq=False)
 class Insertion:
     """One insert request's answer: the output image (bit-identical to the input outside `dilated`), the mask it
-    used and where that mask came from, and the suggestions when SmartMask drew it."""
+    used and where that mask came from, and the suggestions when SmartMask drew it. When the input had an alpha
+    channel, `alpha` is the output's (the input's outside the mask, 255 on it) and inserted.png is RGBA."""
 
     result: InsertResult
     mask_HW: np.ndarray
@@ -84,12 +85,17 @@ class Insertion:
         return self.result.image
 
     @property
+    def alpha(self) -> np.ndarray | None:
+        return self.result.alpha
+
+    @property
     def dilated(self) -> np.ndarray:
         return self.result.dilated
 
     def write(self, out_dir: Path) -> dict:
-        """inserted.png, mask.png, dilated-mask.png, insert.json (atomic each); returns the JSON record."""
-        save_png(out_dir / "inserted.png", self.result.image)
+        """inserted.png (RGBA when the input had an alpha channel), mask.png, dilated-mask.png, insert.json
+        (atomic each); returns the JSON record."""
+        save_png(out_dir / "inserted.png", self.result.rgba)
         save_png(out_dir / "mask.png", self.mask_HW)
         save_png(out_dir / "dilated-mask.png", self.result.dilated)
         rec = self.record | self.result.record()
@@ -231,9 +237,18 @@ class SmartMaskPipeline:
     def insert(self, obj: str, context: str, *, image: np.ndarray, mask: np.ndarray | None = None,
                mask_source: str | None = None, suggestions: Suggestions | None = None, pick: int = 1,
                control: Control | None = None, config: SuggestConfig | None = None, layout_from: str | None = None,
-               scene: SceneLayout | None = None, seed: int = 0) -> Insertion:
+               scene: SceneLayout | None = None, seed: int = 0, alpha: np.ndarray | None = None) -> Insertion:
         """Insert `obj` into `image` (H, W, 3 uint8) inside `mask` when given, else inside suggestion `pick` (1 =
-        best) of `suggestions`, sampled here when not given. Outside the dilated mask every pixel is the input's."""
+        best) of `suggestions`, sampled here when not given. Outside the dilated mask every pixel is the input's.
+
+        `alpha` (H, W uint8) is the input's alpha channel; by default the one `load_image` attached to `image`
+        (`DecodedImage.alpha`), so `insert(image=load_image(path))` keeps a transparent PNG's alpha. The models
+        see the RGB only; the output keeps the alpha outside the mask and is opaque on it (`Insertion.alpha`)."""
+        alpha = getattr(image, "alpha", None) if alpha is None else np.asarray(alpha)
+        image = np.asarray(image)  # a plain ndarray from here on: the alpha travels explicitly
+        if alpha is not None and (alpha.shape != image.shape[:2] or alpha.dtype != np.uint8):
+            raise BadInput(f"the alpha channel is {alpha.shape} {alpha.dtype}, not {image.shape[:2]} uint8 like "
+                           "the image", "image")
         record: dict = {"object": obj, "context": context, "inpainter_spec": self.inpainter_spec}
         if mask is None:
             if suggestions is None:
@@ -254,7 +269,7 @@ class SmartMaskPipeline:
         record["mask_source"] = mask_source or "given"
         painter = self.inpainter
         try:
-            res = insert_object(image, mask, obj, context, painter, self.inpaint_config, seed=seed)
+            res = insert_object(image, mask, obj, context, painter, self.inpaint_config, seed=seed, alpha=alpha)
         except ValueError as e:  # e.g. the synthetic inpainter asked for a class the world does not have
             raise BadInput(str(e), "object") from None
         return Insertion(res, mask, record["mask_source"], suggestions, record)
