@@ -7,7 +7,7 @@ The config file (`smartmask.toml` by default; read with `tomllib`)::
 
     [[rebuild]]                      # one table per dataset; deployment `rebuild_dataset/rebuild-<name>`
     name = "synth"                   # dataset name: letters, digits, '-' or '_'
-    source = "cocoa:/data/synth/annotations.json"   # cocoa:FILE | kins:FILE | jsonl:FILE
+    source = "cocoa:/data/synth/annotations.json"   # auto:FILE | cocoa:FILE | kins:FILE | amodal-coco:FILE | jsonl:FILE
     images = "/data/synth/images"    # directory the source's file names are relative to
     cron = "0 3 * * *"               # standard 5-field cron (minute hour day-of-month month day-of-week)
     timezone = "UTC"                 # optional IANA name (default UTC)
@@ -36,11 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smartmask.sources.load import KINDS
+
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
 DEFAULT_CONFIG = "smartmask.toml"
-SOURCE_KINDS = ("cocoa", "kins", "jsonl")
+SOURCE_KINDS = KINDS  # the annotation layouts smartmask.sources reads
 # Modules imported by `load_serve_config` so that their `register_section(...)` calls run (later stages).
 SECTION_MODULES: tuple[str, ...] = ()
 
@@ -202,7 +204,7 @@ def parse_rebuild(table: Mapping[str, Any], where: str, base: Path) -> RebuildSc
     source = require(table, "source", where)
     kind, sep, file = source.partition(":")
     if not sep or not file.strip():
-        raise ValueError(f"{where}: 'source' must look like cocoa:FILE, kins:FILE or jsonl:FILE, got {source!r}")
+        raise ValueError(f"{where}: 'source' must look like KIND:FILE with KIND one of {', '.join(SOURCE_KINDS)}, got {source!r}")
     if kind not in SOURCE_KINDS:
         raise ValueError(f"{where}: 'source' has unknown kind {kind!r} (expected {', '.join(SOURCE_KINDS)})")
     images = _resolve(base, require(table, "images", where))

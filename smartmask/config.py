@@ -40,6 +40,10 @@ class RebuildConfig:
     # In the overlap of two amodal masks, a pair is ordered only when the visible evidence covers at
     # least this many pixels; below that it is noise from anti-aliased polygon edges.
     min_evidence_pixels: int = 4
+    # Visible pixels outside the amodal mask but within this many pixels of it (Chebyshev distance: a square
+    # structuring element) are boundary noise from tracing the two masks separately: they are clipped from the
+    # visible mask and counted (layers.visible_clipped_pixels). Beyond the band they reject the region.
+    visible_band_px: int = 2
     max_image_pixels: int = 100_000_000
     workers: int = 2
     # "template" (offline: labels + spatial relations) or "instructblip:<local dir or hub id>".

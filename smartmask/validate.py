@@ -1,7 +1,10 @@
 """Turn one source image and its regions into masks, or into reject reasons. One rule set for every format.
 
 Every check here raises `Reject(reason, detail)` with a stable reason code (listed in datasets/README.md);
-the caller turns it into a reject row and moves on, so one bad record never stops a batch.
+the caller turns it into a reject row and moves on, so one bad record never stops a batch. What the checks
+hold: labels, polygons and RLE (`to_rle`), file names (`resolve_image`, `safe_image_path`), the image file
+against the upright, EXIF-oriented size (`check_image`), and the visible-inside-amodal band
+(`visible_beyond_band`, `visible_from_invisible`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,13 @@ from smartmask.masks import MaskError
 # anything beyond this many pixels outside the image is an annotation error, not rounding.
 _BOUNDS_TOL = 1.0
 _WS = re.compile(r"\s+")
+# File names: no C0 control characters or DEL (a NUL makes every path call raise ValueError; the rest are
+# never meant), and within Linux's NAME_MAX per component and PATH_MAX overall, counted in UTF-8 bytes.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NAME_MAX, _PATH_MAX = 255, 4095
+# EXIF orientations 5-8 rotate by 90 degrees (with or without a mirror): the upright image has W and H swapped.
+_EXIF_ORIENTATION = 0x0112
+_SWAPS_AXES = (5, 6, 7, 8)
 
 
 class Reject(MaskError):
@@ -114,31 +124,121 @@ def to_rle(seg: Any, h: int, w: int) -> dict:
     raise Reject("malformed_segmentation", f"segmentation must be polygons or RLE, got {type(seg).__name__}")
 
 
+def _file_name_problem(file_name: Any) -> tuple[str, str] | None:
+    if file_name is None:
+        return "missing_file_name", "image record has no file_name"
+    if not isinstance(file_name, str):
+        return "invalid_file_name", f"file_name must be a string, got {type(file_name).__name__}"
+    if not file_name.strip():
+        return "invalid_file_name", "file_name is empty"
+    if _CONTROL.search(file_name):
+        return "invalid_file_name", f"file_name contains a NUL or control character: {file_name[:200]!r}"
+    try:
+        raw = file_name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "invalid_file_name", "file_name is not valid Unicode"
+    if len(raw) > _PATH_MAX or max(len(part) for part in raw.split(b"/")) > _NAME_MAX:
+        return "invalid_file_name", f"file_name is too long for the file system ({len(raw)} bytes)"
+    return None
+
+
+def _resolve(images_root: Path, file_name: str) -> Path | None:
+    try:
+        return (images_root / file_name).resolve()
+    except (OSError, ValueError, RuntimeError):  # ENAMETOOLONG on a smaller NAME_MAX, a symlink loop
+        return None
+
+
+def safe_image_path(images_root: Path, file_name: Any) -> Path | None:
+    """The resolved image path, or None when the file name is invalid or resolves outside the (resolved) root.
+
+    Never raises: for hashing inputs in `plan_rebuild`, where the reason does not matter yet."""
+    if _file_name_problem(file_name) is not None:
+        return None
+    p = _resolve(images_root, file_name)
+    return p if p is not None and p.is_relative_to(images_root) else None
+
+
 def resolve_image(images_root: Path, file_name: Any) -> Path:
     """Confine an annotation's file name to the images root (no absolute paths, no `..` escapes)."""
-    if not isinstance(file_name, str) or not file_name.strip():
-        raise Reject("missing_file_name", "image record has no file_name")
-    p = (images_root / file_name).resolve()
+    problem = _file_name_problem(file_name)
+    if problem is not None:
+        raise Reject(*problem)
+    p = _resolve(images_root, file_name)
+    if p is None:
+        raise Reject("invalid_file_name", f"{file_name[:200]!r} cannot be resolved to a path")
     if not p.is_relative_to(images_root):
-        raise Reject("path_outside_root", f"{file_name!r} resolves outside the images directory")
+        raise Reject("path_outside_root", f"{file_name[:200]!r} resolves outside the images directory")
     return p
 
 
 def check_image(path: Path, width: Any, height: Any, max_pixels: int) -> tuple[int, int]:
-    """Open the header and verify the container (PNG CRCs, truncation) without decoding every pixel."""
-    if not path.is_file():
+    """Open the header and verify the container (PNG CRCs, truncation) without decoding every pixel.
+
+    Returns the upright (EXIF-oriented) width and height, the size inference sees after
+    `ImageOps.exif_transpose`, and compares the annotation's width/height with that. The orientation comes from
+    metadata read with the header (the base `Image.getexif`, which unlike PNG's override never decodes pixels).
+    """
+    try:
+        exists = path.is_file()
+    except (OSError, ValueError) as e:  # e.g. ENAMETOOLONG on a file system with a smaller NAME_MAX
+        raise Reject("invalid_file_name", f"{e.__class__.__name__}: {e}"[:300]) from None
+    if not exists:
         raise Reject("image_missing", f"{path.name} not found")
     try:
         with Image.open(path) as im:
             w, h = im.size
             if w * h > max_pixels:
                 raise Reject("image_too_large", f"{w}x{h} exceeds the {max_pixels}-pixel decompression guard")
+            orientation = Image.Image.getexif(im).get(_EXIF_ORIENTATION, 1)
             im.verify()
     except Reject:
         raise
     except Exception as e:  # PIL raises many types for corrupt files; all mean "unreadable"
         raise Reject("image_unreadable", f"{e.__class__.__name__}: {e}"[:300]) from None
+    if orientation in _SWAPS_AXES:
+        w, h = h, w
     for name, given, actual in (("width", width, w), ("height", height, h)):
         if given is not None and given != actual:
-            raise Reject("image_size_mismatch", f"annotation {name} {given!r} but the file is {w}x{h}")
+            rotated = " upright (EXIF orientation applied)" if orientation in _SWAPS_AXES else ""
+            raise Reject("image_size_mismatch", f"annotation {name} {given!r} but the file is {w}x{h}{rotated}")
     return w, h
+
+
+def _dilate(m: np.ndarray, r: int) -> np.ndarray:
+    """Binary dilation by a (2r+1) x (2r+1) square, done separably: rows, then columns."""
+    rows = m.copy()
+    for k in range(1, r + 1):
+        rows[k:] |= m[:-k]
+        rows[:-k] |= m[k:]
+    out = rows.copy()
+    for k in range(1, r + 1):
+        out[:, k:] |= rows[:, :-k]
+        out[:, :-k] |= rows[:, k:]
+    return out
+
+
+def visible_beyond_band(amodal: dict, visible: dict, band: int) -> int:
+    """Visible pixels farther than `band` pixels from the amodal mask.
+
+    Distance is Chebyshev (a square structuring element): a diagonal neighbour is 1 pixel away, as for a
+    polygon rasterised one pixel off in x and y. Decodes both masks; call it only for regions that have
+    visible pixels outside the amodal mask. The dilation runs on the window around those pixels alone.
+    """
+    a = masks.decode(amodal).astype(bool)
+    out = masks.decode(visible).astype(bool) & ~a
+    if not out.any():
+        return 0
+    rows, cols = np.flatnonzero(out.any(1)), np.flatnonzero(out.any(0))
+    r0, c0 = max(int(rows[0]) - band, 0), max(int(cols[0]) - band, 0)
+    r1, c1 = int(rows[-1]) + band + 1, int(cols[-1]) + band + 1
+    near = _dilate(a[r0:r1, c0:c1], band)
+    return int(np.count_nonzero(out[r0:r1, c0:c1] & ~near))
+
+
+def visible_from_invisible(amodal: dict, invisible: dict) -> dict | None:
+    """Visible = amodal minus invisible, for sources that give only the occluded part; None when nothing is
+    occluded (visible = amodal)."""
+    if masks.area([invisible])[0] == 0:
+        return None
+    return masks.encode(masks.decode(amodal).astype(bool) & ~masks.decode(invisible).astype(bool))

@@ -40,6 +40,7 @@ LAYERS = pa.schema(
         ("area", pa.int64()),
         ("visible_rle", pa.string()),  # null where the source gives no visible mask
         ("visible_area", pa.int64()),
+        ("visible_clipped_pixels", pa.int64()),  # visible pixels outside the amodal mask, clipped (in the band)
         ("occlusion_rate", pa.float32()),
         ("order_source", pa.string()),
     ]

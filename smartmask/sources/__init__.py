@@ -1,6 +1,7 @@
 """Adapters from amodal-segmentation source formats to one record shape (`SourceImage` / `SourceRegion`).
 
-`load_source("cocoa:FILE" | "kins:FILE" | "jsonl:FILE")` is the single entry point; see datasets/README.md.
+`load_source("KIND:FILE")` is the single entry point, KIND one of `auto`, `cocoa`, `kins`, `amodal-coco`, `jsonl`;
+see datasets/README.md. Input limits (file size, JSON depth) live in `smartmask.sources.limits`.
 """
 
 from smartmask.sources.base import ParsedSource, SourceError, SourceImage, SourceRegion

@@ -7,11 +7,12 @@ stable reason code; everything else is judged by `smartmask.validate` so all for
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from smartmask.lake.schemas import REJECTS
+from smartmask.sources.limits import bounded_json
 
 
 class SourceError(ValueError):
@@ -24,6 +25,8 @@ class SourceRegion:
     label: Any  # raw label as the source spells it
     segmentation: Any  # amodal: flat polygon, list of polygons, or RLE (compressed or not)
     visible: Any = None  # visible (inmodal) segmentation when the source has one
+    # The occluded part, used only when `visible` is absent: visible = amodal minus invisible (amodal COCO).
+    invisible: Any = None
     is_stuff: bool = False
     rank: Any = None  # COCOA `order` (1 = front-most); None when the source has no total order
     raw: Any = None  # the source record, for reject rows
@@ -46,20 +49,19 @@ class SourceImage:
 
 @dataclass(slots=True)
 class ParsedSource:
-    source: str  # "cocoa:/abs/path.json"
+    source: str  # "cocoa:/abs/path.json" (for an `auto:` spec, the kind it resolved to)
     images: list[SourceImage]
     rejects: list[dict]
     counts_in: dict[str, int]  # record kind → records seen in the input
     sha256: str = ""  # of the annotation file's bytes
+    detected: str | None = None  # `auto:` only: the layout found, e.g. "kins (2020: a_segm/i_segm)"
 
 
 def reject(source: str, kind: str, key: Any, reason: str, detail: str = "", record: Any = None,
            image_id: Any = None, stage: str = "parse") -> dict:
     """One reject row (schema: `smartmask.lake.schemas.REJECTS`)."""
-    try:
-        rec = json.dumps(record, default=str)[:2000] if record is not None else None
-    except (TypeError, ValueError):
-        rec = repr(record)[:2000]
+    # Rendered by an explicit stack under a character budget: a record may be 5,000 levels deep or 1 GB long.
+    rec = bounded_json(record, 2000) if record is not None else None
     row = {
         "source": source, "record_kind": kind, "record_key": None if key is None else str(key),
         "image_id": None if image_id is None else str(image_id), "stage": stage, "reason": reason,
@@ -87,3 +89,50 @@ def image_records(source: str, images: Any, counts: dict, rejects: list) -> dict
         out[iid] = SourceImage(image_id=iid, file_name=rec.get("file_name"), width=rec.get("width"),
                                height=rec.get("height"), caption=rec.get("caption"), raw=rec)
     return out
+
+
+_NO_KEY = object()
+
+
+def _key(v: Any) -> Any:
+    """An id usable as a dict key: JSON scalars only (a list id would raise TypeError: unhashable)."""
+    return v if isinstance(v, (str, int, float, bool)) or v is None else _NO_KEY
+
+
+def categories(source: str, doc: dict) -> dict[Any, dict]:
+    """COCO `categories` → {id: category record}; shared by KINS and amodal COCO."""
+    cats = doc.get("categories")
+    if cats is None:
+        return {}
+    if not isinstance(cats, list):
+        raise SourceError(f"{source}: top-level 'categories' must be a list")
+    return {c["id"]: c for c in cats if isinstance(c, dict) and isinstance(c.get("id"), (int, str))}
+
+
+def instance_annotations(source: str, anns: list, images: dict[str, SourceImage], cats: dict, counts: dict,
+                         rejects: list) -> Iterator[tuple[str, SourceImage, dict, dict]]:
+    """COCO instance annotations (one region each) → (key, image, annotation, category), rejecting records
+    without an id, duplicate ids, unknown images and unknown categories. Shared by KINS and amodal COCO."""
+    seen: set[str] = set()
+    for ann in anns:
+        counts["region"] += 1
+        if not isinstance(ann, dict) or ann.get("id") is None or isinstance(ann.get("id"), (dict, list)):
+            rejects.append(reject(source, "region", None, "malformed_record", "annotation needs an 'id'", ann))
+            continue
+        key, iid = str(ann["id"]), str(ann.get("image_id"))
+        if key in seen:
+            rejects.append(reject(source, "region", key, "duplicate_region_id", f"annotation id {key} seen before",
+                                  ann, image_id=iid))
+            continue
+        seen.add(key)
+        if iid not in images:
+            rejects.append(reject(source, "region", key, "unknown_image_id",
+                                  f"annotation refers to image id {iid}, not in 'images'", ann, image_id=iid))
+            continue
+        cat = cats.get(_key(ann.get("category_id")))
+        if cat is None:
+            rejects.append(reject(source, "region", key, "unknown_category",
+                                  f"category_id {bounded_json(ann.get('category_id'), 80)} not in 'categories'",
+                                  ann, image_id=iid))
+            continue
+        yield key, images[iid], ann, cat

@@ -6,13 +6,15 @@
 
 `z` is optional; when every layer of a line has a distinct integer `z`, it is the order (0 = back-most),
 otherwise order is inferred from occlusion evidence. Blank lines are skipped; every other line is a record.
+Lines end at "\n" only: U+2028 and the other characters `str.splitlines` also splits on may stand raw inside a
+JSON string. A line nesting deeper than `limits.MAX_JSON_DEPTH` is rejected (`json_too_deep`) unparsed.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
+from smartmask.sources import limits
 from smartmask.sources.base import ParsedSource, SourceImage, SourceRegion, reject
 
 
@@ -22,14 +24,19 @@ def parse_jsonl(data: bytes, source: str) -> ParsedSource:
     images: dict[str, SourceImage] = {}
     region_keys: set[str] = set()
     # Undecodable bytes become U+FFFD and fail only their own line.
-    for lineno, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+    for lineno, line in enumerate(data.decode("utf-8", errors="replace").split("\n"), 1):
         if not line.strip():
             continue
         counts["image"] += 1
+        if limits.too_deep(line):
+            rejects.append(reject(source, "image", f"line {lineno}", "json_too_deep",
+                                  f"the line nests deeper than {limits.MAX_JSON_DEPTH} levels", line[:2000]))
+            continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            rejects.append(reject(source, "image", f"line {lineno}", "malformed_json", str(e), line[:2000]))
+            rec = limits.loads(line)
+        except ValueError as e:  # JSONDecodeError, or an integer with more digits than Python converts
+            rejects.append(reject(source, "image", f"line {lineno}", "malformed_json", " ".join(str(e).split()),
+                                  line[:2000]))
             continue
         if not isinstance(rec, dict) or rec.get("image_id") is None or not isinstance(rec.get("layers"), list):
             rejects.append(reject(source, "image", f"line {lineno}", "malformed_record",

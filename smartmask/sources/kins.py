@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from smartmask.sources.base import ParsedSource, SourceError, SourceRegion, image_records, reject
+from smartmask.sources.base import (
+    ParsedSource,
+    SourceError,
+    SourceRegion,
+    categories,
+    image_records,
+    instance_annotations,
+)
 
 
 def parse_kins(doc: Any, source: str) -> ParsedSource:
@@ -20,40 +27,22 @@ def parse_kins(doc: Any, source: str) -> ParsedSource:
     counts: Counter = Counter()
     rejects: list[dict] = []
     images = image_records(source, doc["images"], counts, rejects)
-    cats = {c.get("id"): c.get("name") for c in doc.get("categories") or [] if isinstance(c, dict)}
-    seen: set[str] = set()
+    cats = categories(source, doc)
     clusters: dict[str, dict[Any, list[tuple[int, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for ann in doc["annotations"]:
-        counts["region"] += 1
-        if not isinstance(ann, dict) or ann.get("id") is None:
-            rejects.append(reject(source, "region", None, "malformed_record", "annotation needs an 'id'", ann))
-            continue
-        key, iid = str(ann["id"]), str(ann.get("image_id"))
-        if key in seen:
-            rejects.append(reject(source, "region", key, "duplicate_region_id", f"annotation id {key} seen before",
-                                  ann, image_id=iid))
-            continue
-        seen.add(key)
-        if iid not in images:
-            rejects.append(reject(source, "region", key, "unknown_image_id",
-                                  f"annotation refers to image id {iid}, not in 'images'", ann, image_id=iid))
-            continue
-        if ann.get("category_id") not in cats:
-            rejects.append(reject(source, "region", key, "unknown_category",
-                                  f"category_id {ann.get('category_id')!r} not in 'categories'", ann, image_id=iid))
-            continue
+    for key, img, ann, cat in instance_annotations(source, doc["annotations"], images, cats, counts, rejects):
         v2020 = "a_segm" in ann
-        img = images[iid]
         img.regions.append(SourceRegion(
-            key=key, label=cats[ann["category_id"]],
+            key=key, label=cat.get("name"),
             segmentation=ann.get("a_segm") if v2020 else ann.get("segmentation"),
             visible=ann.get("i_segm") if v2020 else ann.get("inmodal_seg"), raw=ann,
         ))
         if v2020:
             img.order_kind = "source:ico_id"
-            ico = ann.get("ico_id")
-            if isinstance(ico, int) and ico > 0:
-                clusters[iid][ann.get("oco_id")].append((len(img.regions) - 1, ico))
+            ico, oco = ann.get("ico_id"), ann.get("oco_id")
+            # Only scalar cluster ids group instances (a list would be unhashable; it orders nothing).
+            scalar_cluster = oco is None or isinstance(oco, (int, str))
+            if isinstance(ico, int) and not isinstance(ico, bool) and ico > 0 and scalar_cluster:
+                clusters[img.image_id][oco].append((len(img.regions) - 1, ico))
     for iid, by_cluster in clusters.items():
         for members in by_cluster.values():
             for i, ico_i in members:
