@@ -6,7 +6,8 @@
     <lake>/runs/kind=<kind>/run=<run id>/          train / suggest / insert / bench runs
     <lake>/caption_cache/captioner=<key>/          model captions, kept across dataset versions
     <lake>/_staging/...                            work in progress; invisible to readers, renamed into place
-The tables' columns are in `smartmask.lake.schemas`.
+The tables' columns are in `smartmask.lake.schemas`. Each top-level folder has one writer (the stage that owns it);
+`smartmask.lake.guard` keeps every other command's output out of them.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ DuckDB always adds its `temp_directory` to `allowed_directories`; we point it at
 under the system temp dir (DuckDB creates it only if a query spills to disk and removes it on close), so the only
 extra thing a query could see is its own spill files.
 
+Results print with `smartmask.lake.render` (`format_table`, re-exported here, and `render` for csv/json).
+
 To add a view, add an entry to `VIEWS` (or pass `views=` to `connect`): a glob relative to the lake, the pyarrow
 schema that gives the view its columns while no file exists yet, and the hive partition keys in the glob.
 """
@@ -35,6 +37,7 @@ from typing import Any, NamedTuple
 import duckdb
 import pyarrow as pa
 
+from smartmask.lake.render import format_table  # noqa: F401  (re-exported: callers print query results with it)
 from smartmask.lake.schemas import DATASET_TABLES, MODELS, TRAIN_METRICS
 
 
@@ -257,47 +260,3 @@ def run_query(lake: Path, sql: str, params: Sequence[Any] | Mapping[str, Any] | 
         raise QueryRefused(_one_line(e)) from None
     finally:
         con.close()
-
-
-# --- rendering ------------------------------------------------------------------------------------------------------
-
-
-def _cell(value: Any, width: int) -> str:
-    if value is None:
-        text = "NULL"
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, float):
-        text = f"{value:.6g}"
-    elif isinstance(value, (bytes, bytearray)):
-        text = "\\x" + bytes(value[: width // 2]).hex()
-    else:
-        text = str(value)
-    text = text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def format_table(table: pa.Table, max_rows: int = 50, max_width: int = 40) -> str:
-    """`table` as aligned text: header, rule, up to `max_rows` rows (numbers right-aligned), and a row count."""
-    n = table.num_rows
-    shown = min(n, max(0, max_rows))
-    footer = f"({n} row{'s' if n != 1 else ''})" if shown == n else f"({shown} of {n} rows shown)"
-    if table.num_columns == 0:
-        return footer
-    columns = []
-    for i, name in enumerate(table.column_names):
-        col = table.column(i)
-        values = col.slice(0, shown).to_pylist()
-        numeric = (
-            pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_decimal(col.type)
-        )
-        cells = [_cell(v, max_width) for v in values]
-        header = _cell(name, max_width)
-        width = max([len(header), *map(len, cells)])
-        just = str.rjust if numeric else str.ljust
-        columns.append(([just(header, width)], "-" * width, [just(c, width) for c in cells]))
-    lines = [" | ".join(h[0] for h, _, _ in columns).rstrip(), "-+-".join(r for _, r, _ in columns)]
-    for row in range(shown):
-        lines.append(" | ".join(c[row] for _, _, c in columns).rstrip())
-    lines.append(footer)
-    return "\n".join(lines)
