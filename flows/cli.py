@@ -1,7 +1,8 @@
 """The `smartmask` console entry point. Exit codes: 0 done, 2 bad input (one line on stderr), other = failure.
 
 Heavy imports (Prefect, torch) happen inside the commands that need them, so `smartmask query` stays fast.
-Every command that writes prints the id of what it wrote as the last line of its output.
+Every command that writes prints the id of what it wrote as the last line of its output; the read-only ones
+(`query`, `datasets`, `models`) print only their table, in `--format table|csv|json`.
 """
 
 from __future__ import annotations
@@ -14,26 +15,39 @@ from typing import Annotated
 import typer
 
 from flows import cli_inference  # noqa: F401  (registers suggest and insert on `app`)
-from flows.cli_app import LakeOpt, app, bad_input, offline_defaults
+from flows.cli_app import (
+    SEED_MAX,
+    ExplicitLakeOpt,
+    Format,
+    FormatOpt,
+    LakeOpt,
+    app,
+    bad_input,
+    lake_folder,
+    offline_defaults,
+    one_line,
+    output_folder,
+)
 
 
 @app.command()
 def synth(out: Annotated[Path, typer.Option("--out", help="Output directory")],
           scenes: Annotated[int, typer.Option("--scenes", min=1)] = 200,
-          seed: Annotated[int, typer.Option("--seed")] = 0,
+          seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="0..2**32-1")] = 0,
           workers: Annotated[int, typer.Option("--workers", min=1)] = max(1, os.cpu_count() or 1),
           small: Annotated[bool, typer.Option("--small", "--tiny", help="160x120 scenes with few objects")] = False) -> None:
     """Generate the synthetic amodal world: OUT/annotations.json (COCOA format) + OUT/images/."""
     from smartmask.config import SynthConfig
     from smartmask.synth import generate
 
+    out = output_folder(out)  # never inside a lake's published data, and writable: before any scene is drawn
     cfg = SynthConfig.small() if small else SynthConfig()
     path = generate(out, scenes, seed, cfg, workers=workers)
     typer.echo(str(path))
 
 
 @app.command()
-def rebuild(source: Annotated[str, typer.Option("--source", help="cocoa:FILE | kins:FILE | jsonl:FILE")],
+def rebuild(source: Annotated[str, typer.Option("--source", help="auto:FILE | cocoa:FILE | kins:FILE | amodal-coco:FILE | jsonl:FILE (see datasets/README.md)")],
             images: Annotated[Path, typer.Option("--images", help="Directory the file names are relative to")],
             name: Annotated[str, typer.Option("--name", help="Dataset name")],
             lake: LakeOpt = None,
@@ -43,8 +57,15 @@ def rebuild(source: Annotated[str, typer.Option("--source", help="cocoa:FILE | k
                 "--captioner", help="template | instructblip:DIR_OR_HUB_ID")] = "template",
             caption_prompt: Annotated[str | None, typer.Option("--caption-prompt")] = None,
             caption_batch_size: Annotated[int, typer.Option("--caption-batch-size", min=1)] = 32,
-            caption_actors: Annotated[int, typer.Option("--caption-actors", min=1)] = 1) -> None:
-    """Ingest → validate → order → publish a dataset version (Prefect flow `rebuild_dataset`)."""
+            caption_actors: Annotated[int, typer.Option("--caption-actors", min=1)] = 1,
+            wait: Annotated[float, typer.Option(
+                "--wait", min=0, help="seconds to wait for another run rebuilding the same version (default: "
+                                      "exit 2 at once)")] = 0.0) -> None:
+    """Ingest → validate → order → publish a dataset version (Prefect flow `rebuild_dataset`).
+
+    Exit 2 with one line when the source is unusable, when every record is rejected (the rejects stay queryable),
+    or when another run holds the same version's lock (`--wait` to wait for it)."""
+    lake_folder(lake, writes=True)  # a lake nested in another lake's published data is refused before any work
     offline_defaults()
     from smartmask.config import RebuildConfig
     from smartmask.sources import SourceError
@@ -56,17 +77,36 @@ def rebuild(source: Annotated[str, typer.Option("--source", help="cocoa:FILE | k
     from smartmask.sources import load_source
 
     try:  # fail fast with exit 2 before starting Prefect when the source itself is unusable
-        load_source(source)
+        parsed = load_source(source)
     except SourceError as e:
         raise bad_input(str(e)) from None
+    if getattr(parsed, "detected", None):
+        typer.echo(f"source: detected {parsed.detected} ({parsed.source})", err=True)
+    from flows.prefect_api import PrefectUnavailable, ensure_api
     from flows.rebuild_dataset import rebuild_dataset
+    from smartmask.lake.locks import LockHeld
+    from smartmask.publish import NoAcceptedRecords
 
     if captioner != "template" and not captioner.startswith("instructblip:"):
         raise bad_input(f"captioner must be 'template' or 'instructblip:DIR_OR_HUB_ID', got {captioner!r}")
+    from smartmask.captioning import captioner_id
+    from smartmask.pretrained import ModelNotFound
+
+    try:  # resolves the model's revision: a model that cannot be found offline is bad input, found before any work
+        captioner_id(captioner)
+    except (ModelNotFound, ValueError) as e:
+        raise bad_input(f"--captioner: {e}") from None
     cfg = RebuildConfig(workers=workers, shard_size=shard_size, captioner=captioner,
                         caption_batch_size=caption_batch_size, caption_actors=caption_actors,
                         **({"caption_prompt": caption_prompt} if caption_prompt else {}))
-    m = rebuild_dataset(source, str(images), name, lake, cfg)
+    try:
+        ensure_api()
+        m = rebuild_dataset(source, str(images), name, lake, cfg, lock_wait_s=wait)
+    except (LockHeld, NoAcceptedRecords) as e:
+        raise bad_input(str(e)) from None
+    except PrefectUnavailable as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
     c = m["counts"]
     typer.echo(" ".join(f"{k}: {v['accepted']}/{v['in']} accepted" for k, v in c.items()))
     typer.echo(m["version"])
@@ -86,8 +126,8 @@ def train(dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@V
           checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", min=1)] = None,
           ray_address: Annotated[str | None, typer.Option("--ray-address")] = None) -> None:
     """Train SmartMask on a dataset version with Ray Train and register the model version (flow `train`)."""
+    root = lake_folder(lake, writes=True)
     offline_defaults()
-    from smartmask.lake.paths import lake_root
     from smartmask.pretrained import ModelNotFound
     from smartmask.registry import NotFound, resolve_dataset
 
@@ -98,7 +138,7 @@ def train(dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@V
     if run_id is not None and not run_id.replace("-", "").replace("_", "").isalnum():
         raise bad_input(f"run id must be letters, digits, '-' or '_', got {run_id!r}")
     try:
-        resolve_dataset(lake_root(lake), dataset)
+        resolve_dataset(root, dataset)
     except NotFound as e:
         raise bad_input(str(e)) from None
     from flows.train import TrainJob
@@ -115,30 +155,63 @@ def train(dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@V
     typer.echo(out["model_version"])
 
 
+MaxRowsOpt = Annotated[int, typer.Option("--max-rows", min=1, help="rows shown by --format table")]
+
+
+def _print_table(table, fmt: Format, max_rows: int) -> None:
+    from smartmask.lake.render import render
+
+    typer.echo(render(table, fmt.value, max_rows))
+
+
 @app.command()
 def query(sql: Annotated[str, typer.Argument(help="A read-only SELECT over the lake's views")],
-          lake: LakeOpt = None,
-          max_rows: Annotated[int, typer.Option("--max-rows", min=1)] = 50) -> None:
+          lake: LakeOpt = None, max_rows: MaxRowsOpt = 50, fmt: FormatOpt = Format.table) -> None:
     """Run a read-only DuckDB SELECT over the lake (views: images, layers, rejects, vocabulary, …)."""
-    from smartmask.lake.paths import lake_root
-    from smartmask.lake.query import QueryRefused, format_table, run_query
+    from smartmask.lake.query import QueryRefused, run_query
 
+    root = lake_folder(lake, must_exist=True)  # a mistyped --lake is an error, not an empty answer
     try:
-        table = run_query(lake_root(lake), sql)
+        table = run_query(root, sql)
     except QueryRefused as e:
         raise bad_input(str(e)) from None
-    typer.echo(format_table(table, max_rows=max_rows))
+    _print_table(table, fmt, max_rows)
+
+
+def _catalog(kind: str, lake: str | None, fmt: Format, max_rows: int) -> None:
+    from smartmask.lake import catalog
+
+    root = lake_folder(lake, must_exist=True)
+    try:
+        table = catalog.list_datasets(root) if kind == "datasets" else catalog.list_models(root)
+    except catalog.CatalogError as e:  # a damaged lake: a failure, not bad input
+        typer.echo(f"error: {one_line(e)}", err=True)
+        raise typer.Exit(1) from None
+    _print_table(table, fmt, max_rows)
+
+
+@app.command()
+def datasets(lake: LakeOpt = None, max_rows: MaxRowsOpt = 50, fmt: FormatOpt = Format.table) -> None:
+    """List the published dataset versions: accepted/rejected images, instances and classes, source, newest."""
+    _catalog("datasets", lake, fmt, max_rows)
+
+
+@app.command()
+def models(lake: LakeOpt = None, max_rows: MaxRowsOpt = 50, fmt: FormatOpt = Format.table) -> None:
+    """List the registered model versions: preset, dataset@version, run id, steps and losses, newest first."""
+    _catalog("models", lake, fmt, max_rows)
 
 
 @app.command()
 def demo(lake: LakeOpt = None,
          scenes: Annotated[int, typer.Option("--scenes", min=1)] = 200,
-         seed: Annotated[int, typer.Option("--seed")] = 0,
+         seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="0..2**32-1")] = 0,
          train_budget: Annotated[float, typer.Option("--train-budget", help="seconds of training; 0 skips")] = 180.0,
          train_steps: Annotated[int | None, typer.Option(
              "--train-steps", min=0, help="train exactly this many steps instead of a time budget (0 skips)")] = None,
          ) -> None:
     """Run every stage on the embedded synthetic world: synth → rebuild → train → held-out checks → insert."""
+    lake_folder(lake, writes=True)
     offline_defaults()
     from flows.demo import demo as demo_flow
 
@@ -149,8 +222,10 @@ def demo(lake: LakeOpt = None,
 
 @app.command()
 def serve(config: Annotated[Path, typer.Option("--config", help="Serve config (TOML; see README)")] = Path("smartmask.toml"),
-          lake: LakeOpt = None) -> None:
+          lake: ExplicitLakeOpt = None) -> None:
     """Serve Prefect deployments with their schedules (starts a local Prefect server unless PREFECT_API_URL is set)."""
+    if lake is not None:
+        lake_folder(lake, writes=True)
     offline_defaults()
     from flows.serve import ServerError
     from flows.serve import serve as serve_deployments
@@ -168,4 +243,5 @@ def serve(config: Annotated[Path, typer.Option("--config", help="Serve config (T
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    sys.exit(app())
+    """`smartmask` as a function: usage errors are one line (see `flows.cli_app.OneLineGroup`), exit code as above."""
+    sys.exit(app(prog_name="smartmask", standalone_mode=False))

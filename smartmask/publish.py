@@ -1,5 +1,14 @@
-"""Publish a rebuilt dataset version: settle caption failures, write vocabulary, card and manifest, check that
-every input record is accounted for, then make the version visible with one directory rename."""
+"""Publish a rebuilt dataset version: check that the staging is complete, settle caption failures, write vocabulary,
+card and manifest, check that every input record is accounted for, then make the version visible with one
+directory rename.
+
+Complete means: every shard's parts hold exactly the rows its `_done` marker counted, and every accepted image has
+a caption (or was dropped as a caption failure). Anything else is refused and the stale marker removed, so a rerun
+redoes that piece instead of publishing a version with, say, captions for 50 of 400 images.
+
+A source whose every record is rejected is still stored, as a version with no images and status
+`no_accepted_records`, so its rejects can be queried; `require_accepted` then fails the run with one line.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +30,72 @@ from smartmask.rebuild_plan import Plan
 from smartmask.sources.base import reject
 
 CAPTION_FAILURES = "_caption_failures.json"  # in staging: images the caption stage could not caption
+CAPTIONS_DONE = "_captions_done.json"
+
+
+class PublishRefused(RuntimeError):
+    """The staging is incomplete or inconsistent; the message says which piece a rerun will redo."""
+
+
+class NoAcceptedRecords(ValueError):
+    """Every record of the source was rejected. One line naming the top reasons; the CLI exits 2."""
+
+
+def _rows(path) -> int | None:
+    return pq.ParquetFile(path).metadata.num_rows if path.exists() else None
+
+
+def _verify_shards(plan: Plan, failures: list[dict]) -> None:
+    """Each shard's parts hold the rows its marker counted (less caption failures, once those were dropped)."""
+    failed = {f["image_id"]: f["n_layers"] for f in failures}
+    for job in plan.jobs:
+        marker = plan.staging / "_done" / f"{job.index:05d}.json"
+        st = json.loads(marker.read_text())
+        dropped = [failed[i.image_id] for i in job.images if i.image_id in failed]
+        expect = {"images": (st.get("image_accepted", 0), len(dropped)),
+                  "layers": (st.get("region_accepted", 0), sum(dropped)),
+                  "rejects": (st.get("image_rejected", 0) + st.get("region_rejected", 0), 0)}
+        for table, (n, minus) in expect.items():
+            rows = _rows(plan.staging / table / f"part-{job.index:05d}.parquet")
+            if rows not in (n, n - minus):
+                marker.unlink(missing_ok=True)
+                raise PublishRefused(f"cannot publish {plan.version}: shard {job.index}'s {table} part has {rows} "
+                                     f"rows, its marker counted {n}; rerun the rebuild to redo that shard")
+
+
+def _verify_captions(plan: Plan) -> None:
+    images = set(pq.read_table(plan.staging / "images", columns=["image_id"]).column(0).to_pylist())
+    captions = set(pq.read_table(plan.staging / "captions", columns=["image_id"]).column(0).to_pylist())
+    if images != captions:
+        (plan.staging / CAPTIONS_DONE).unlink(missing_ok=True)
+        raise PublishRefused(f"cannot publish {plan.version}: captions cover {len(images & captions)} of "
+                             f"{len(images)} accepted images ({len(captions - images)} captions of images not in "
+                             f"the version); rerun the rebuild to redo the caption stage")
+
+
+def _top_reasons(plan: Plan, k: int = 3) -> list[list]:
+    reasons = Counter(r["reason"] for r in plan.parse_rejects)
+    for d in pq.read_table(plan.staging / "rejects", columns=["reason"]).column(0).value_counts().to_pylist():
+        reasons[d["values"]] += d["counts"]
+    reasons.pop("image_rejected", None)  # a consequence (a region of a rejected image), never the cause
+    return [[r, n] for r, n in reasons.most_common(k)]
+
+
+def published_manifest(plan: Plan) -> dict:
+    return json.loads((dataset_dir(plan.lake, plan.name, plan.version) / "_manifest.json").read_text())
+
+
+def require_accepted(manifest: dict) -> dict:
+    """The manifest of a version with accepted images; `NoAcceptedRecords` for one that holds only rejects."""
+    if manifest.get("status", "published") != "no_accepted_records":
+        return manifest
+    img = manifest["counts"].get("image", {"in": 0})
+    reasons = ", ".join(f"{r} x{n}" for r, n in manifest.get("top_reject_reasons", [])) or "no records in the source"
+    name, version = manifest["name"], manifest["version"]
+    raise NoAcceptedRecords(
+        f"no image of {manifest['source']} was accepted ({img['in']} in; top reject reasons: {reasons}); "
+        f"the rejects are stored as dataset {name} version {version}: smartmask query \"SELECT reason, detail, "
+        f"record FROM rejects WHERE name = '{name}' AND version = '{version}'\"")
 
 
 def _drop_caption_failures(plan: Plan, stats: Counter) -> list[dict]:
@@ -62,11 +137,15 @@ def publish(plan: Plan) -> dict:
         stats.update(json.loads(f.read_text()))
     missing = [j.index for j in plan.pending()]
     if missing:
-        raise RuntimeError(f"cannot publish {plan.version}: shards {missing} are not done")
-    captions_done = plan.staging / "_captions_done.json"
+        raise PublishRefused(f"cannot publish {plan.version}: shards {missing} are not done")
+    captions_done = plan.staging / CAPTIONS_DONE
     if not captions_done.exists():
-        raise RuntimeError(f"cannot publish {plan.version}: the caption stage has not finished")
+        raise PublishRefused(f"cannot publish {plan.version}: the caption stage has not finished")
+    failures = json.loads((plan.staging / CAPTION_FAILURES).read_text()) \
+        if (plan.staging / CAPTION_FAILURES).exists() else []
+    _verify_shards(plan, failures)
     _drop_caption_failures(plan, stats)
+    _verify_captions(plan)
     write_parquet_atomic(rows_to_table(plan.parse_rejects, REJECTS), plan.staging / "rejects" / "part-parse.parquet")
     parse_rej = Counter(r["record_kind"] for r in plan.parse_rejects)
     counts = {}
@@ -75,7 +154,7 @@ def publish(plan: Plan) -> dict:
         accepted = stats[f"{kind}_accepted"] if kind in ("image", "region") else n_in - parse_rej[kind]
         counts[kind] = {"in": n_in, "accepted": accepted, "rejected": rejected}
         if n_in != accepted + rejected:  # a bug, never a data problem: refuse to publish a leaky version
-            raise RuntimeError(f"accounting broken for {kind}: in={n_in} accepted={accepted} rejected={rejected}")
+            raise PublishRefused(f"accounting broken for {kind}: in={n_in} accepted={accepted} rejected={rejected}")
     labels = pq.read_table(plan.staging / "layers", columns=["label"]).column("label").value_counts().to_pylist()
     instances = {d["values"]: d["counts"] for d in labels}
     vocab = plan.vocabulary
@@ -86,13 +165,15 @@ def publish(plan: Plan) -> dict:
         "config": {k: getattr(plan.config, k) for k in plan.config.__slots__}, "code_version": DATA_CODE_VERSION,
         "captioner": plan.captioner_id, "captions": json.loads(captions_done.read_text()),
         "counts": counts, "cycles_broken": stats["cycles_broken"], "shards": len(plan.jobs),
+        "status": "published" if stats["image_accepted"] > 0 else "no_accepted_records",
+        "top_reject_reasons": _top_reasons(plan),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_card(plan.lake, plan.name, plan.version, plan.staging, manifest)
     write_json_atomic(manifest, plan.staging / "_manifest.json")
     final.parent.mkdir(parents=True, exist_ok=True)
     plan.staging.rename(final)  # the publish: one rename, so the version appears whole or not at all
-    for leftover in ("_done", "_captions_done.json", CAPTION_FAILURES):
+    for leftover in ("_done", CAPTIONS_DONE, CAPTION_FAILURES):
         p = final / leftover
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     for parent in plan.staging.parents:  # drop now-empty staging folders, up to <lake>/_staging itself

@@ -22,14 +22,23 @@ from smartmask.captioning import captioner_id
 from smartmask.conditioning.vocabulary import Vocabulary
 from smartmask.config import RebuildConfig
 from smartmask.lake.io import rows_to_table, write_json_atomic, write_parquet_atomic
-from smartmask.lake.paths import dataset_dir
+from smartmask.lake.locks import lake_lock
 from smartmask.lake.schemas import IMAGES, LAYERS, REJECTS
 from smartmask.ordering import order_layers
-from smartmask.publish import publish
+from smartmask.publish import publish, published_manifest, require_accepted
 from smartmask.rebuild_plan import Plan, ShardJob
 from smartmask.sources import SourceImage, load_source
 from smartmask.sources.base import reject
-from smartmask.validate import Reject, check_image, normalise_label, resolve_image, to_rle
+from smartmask.validate import (
+    Reject,
+    check_image,
+    normalise_label,
+    resolve_image,
+    safe_image_path,
+    to_rle,
+    visible_beyond_band,
+    visible_from_invisible,
+)
 
 
 def _file_sha256(path: Path) -> str | None:
@@ -61,8 +70,8 @@ def plan_rebuild(source_spec: str, images_dir: str | Path, name: str, lake: Path
     for img in parsed.images:
         sha = None
         if isinstance(img.file_name, str) and img.file_name:
-            p = (root / img.file_name).resolve()
-            sha = _file_sha256(p) if p.is_relative_to(root) else None
+            p = safe_image_path(root, img.file_name)  # None: an invalid name, or outside the root
+            sha = _file_sha256(p) if p is not None else None
         shas[img.image_id] = sha
         h.update(f"{img.image_id}\0{img.file_name}\0{sha}\0".encode())
     version = h.hexdigest()[:16]
@@ -71,7 +80,7 @@ def plan_rebuild(source_spec: str, images_dir: str | Path, name: str, lake: Path
         if (lab := _label_or_none(r.label)) is not None
     )
     plan = Plan(name=name, version=version, lake=lake, source=parsed.source, images_root=root, config=config,
-                published=dataset_dir(lake, name, version).exists(), vocabulary=vocab,
+                vocabulary=vocab,
                 counts_in=parsed.counts_in, parse_rejects=parsed.rejects, captioner_id=cap_id)
     ids = vocab.ids
     for k, start in enumerate(range(0, len(parsed.images), config.shard_size)):
@@ -116,27 +125,16 @@ def process_image(img: SourceImage, job: ShardJob, images: list, layers: list, r
                 visible = None if reg.visible is None else to_rle(reg.visible, h, w)
             except Reject as r:
                 raise Reject(r.reason, f"visible mask: {r.detail}") from None
+            if visible is None and reg.invisible is not None:
+                try:
+                    visible = visible_from_invisible(amodal, to_rle(reg.invisible, h, w))
+                except Reject as r:
+                    raise Reject(r.reason, f"invisible mask: {r.detail}") from None
             ok.append((reg, label, amodal, visible))
         except Reject as r:
             rej("region", reg.key, r, reg.raw)
     if ok:
-        amodal_areas = masks.area([o[2] for o in ok])
-        vis = [o[3] for o in ok if o[3] is not None]
-        vis_areas = iter(masks.area(vis)) if vis else iter(())
-        inside = iter(masks.area([masks.merge([o[2], o[3]], intersect=True) for o in ok if o[3] is not None])) \
-            if vis else iter(())
-        kept = []
-        for o, a in zip(ok, amodal_areas, strict=True):
-            va = next(vis_areas) if o[3] is not None else a
-            vin = next(inside) if o[3] is not None else a
-            if a < cfg.min_area:
-                rej("region", o[0].key, Reject("empty_mask", f"mask has {a} pixels"), o[0].raw)
-            elif va - vin > max(cfg.min_evidence_pixels, 0.01 * va):
-                rej("region", o[0].key, Reject("visible_outside_amodal",
-                                               f"{va - vin} visible pixels lie outside the amodal mask"), o[0].raw)
-            else:
-                kept.append((*o, int(a), int(va)))
-        ok = kept
+        ok = _clip_visible(ok, cfg, lambda reg, r: rej("region", reg.key, r, reg.raw))
     if not ok:
         rej("image", img.image_id, Reject("no_valid_layers", "no region survived validation"),
             {"image_id": img.image_id, "file_name": img.file_name})
@@ -147,12 +145,13 @@ def process_image(img: SourceImage, job: ShardJob, images: list, layers: list, r
                          [o[0].rank for o in ok], _remap_pairs(img, ok), img.order_kind, cfg.min_evidence_pixels)
     boxes = masks.bbox(amodal)
     for layer, i in enumerate(order.back_to_front):
-        reg, label, a_rle, v_rle, area, varea = ok[i]
+        reg, label, a_rle, v_rle, area, varea, clipped = ok[i]
         layers.append({
             "image_id": img.image_id, "layer": layer, "region_id": reg.key, "label": label,
             "label_raw": reg.label, "label_id": job.label_ids[label], "is_stuff": reg.is_stuff, "height": h,
             "width": w, "rle": a_rle["counts"], "bbox": [float(v) for v in boxes[i]], "area": area,
             "visible_rle": v_rle["counts"] if v_rle is not None else None, "visible_area": varea,
+            "visible_clipped_pixels": clipped,
             "occlusion_rate": float(1.0 - varea / area), "order_source": order.provenance[i],
         })
         stats[f"label:{label}"] += 1
@@ -168,6 +167,40 @@ def process_image(img: SourceImage, job: ShardJob, images: list, layers: list, r
     stats["image_accepted"] += 1
     stats["region_accepted"] += len(ok)
     stats["cycles_broken"] += order.cycles_broken
+
+
+def _clip_visible(ok: list[tuple], cfg: RebuildConfig, rej) -> list[tuple]:
+    """(region, label, amodal, visible|None) → (…, area, visible_area, clipped pixels) for the regions that pass.
+
+    Visible pixels outside the amodal mask are clipped (visible := visible ∩ amodal) when they lie within
+    `cfg.visible_band_px` of it; more than max(min_evidence_pixels, 1% of the visible area) beyond the band
+    rejects the region. Areas and intersections stay in RLE; only regions with pixels outside are decoded.
+    """
+    amodal_areas = masks.area([o[2] for o in ok])
+    with_vis = [k for k, o in enumerate(ok) if o[3] is not None]
+    inter = [masks.merge([ok[k][2], ok[k][3]], intersect=True) for k in with_vis]
+    vis_areas = dict(zip(with_vis, masks.area([ok[k][3] for k in with_vis]), strict=True))
+    in_areas = dict(zip(with_vis, masks.area(inter), strict=True))
+    inter_of = dict(zip(with_vis, inter, strict=True))
+    kept = []
+    for k, (o, a) in enumerate(zip(ok, amodal_areas, strict=True)):
+        reg, label, a_rle, v_rle = o
+        if a < cfg.min_area:
+            rej(reg, Reject("empty_mask", f"mask has {a} pixels"))
+            continue
+        varea, clipped = int(a), 0
+        if v_rle is not None:
+            va, vin = int(vis_areas[k]), int(in_areas[k])
+            if va > vin:
+                beyond = visible_beyond_band(a_rle, v_rle, cfg.visible_band_px)
+                if beyond > max(cfg.min_evidence_pixels, 0.01 * va):
+                    rej(reg, Reject("visible_outside_amodal", f"{beyond} visible pixels lie more than "
+                                    f"{cfg.visible_band_px} px outside the amodal mask"))
+                    continue
+                v_rle, clipped = inter_of[k], va - vin
+            varea = vin
+        kept.append((reg, label, a_rle, v_rle, int(a), varea, clipped))
+    return kept
 
 
 def _remap_pairs(img: SourceImage, ok: list[tuple]) -> list[tuple[int, int, str]]:
@@ -196,14 +229,25 @@ def process_shard(job: ShardJob) -> dict:
 
 
 def rebuild(source_spec: str, images_dir: str | Path, name: str, lake: Path,
-            config: RebuildConfig = RebuildConfig()) -> dict:
-    """The whole rebuild in-process (no Prefect): what the flow does, minus retries and parallelism."""
+            config: RebuildConfig = RebuildConfig(), *, lock_wait_s: float = 0.0) -> dict:
+    """The whole rebuild in-process (no Prefect): what the flow does, minus retries and parallelism.
+
+    Raises `LockHeld` when another live run holds this version (after `lock_wait_s`), and `NoAcceptedRecords`
+    when every record was rejected (the version is then stored with its rejects only, so they can be queried).
+    """
     plan = plan_rebuild(source_spec, images_dir, name, lake, config)
     if not plan.published:
-        for job in plan.pending():
-            process_shard(job)
-        caption_template(plan)
-    return publish(plan)
+        with lake_lock(plan.lake, "rebuild", plan.lock_key, wait_s=lock_wait_s, what=describe(plan)):
+            if not plan.published:  # another run may have finished it while we waited
+                for job in plan.pending():
+                    process_shard(job)
+                caption_template(plan)
+                publish(plan)
+    return require_accepted(published_manifest(plan))
+
+
+def describe(plan: Plan) -> str:
+    return f"dataset {plan.name} version {plan.version}"
 
 
 def caption_template(plan: Plan) -> dict:

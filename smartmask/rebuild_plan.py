@@ -11,7 +11,7 @@ from pathlib import Path
 
 from smartmask.conditioning.vocabulary import Vocabulary
 from smartmask.config import RebuildConfig
-from smartmask.lake.paths import staging_dir
+from smartmask.lake.paths import dataset_dir, staging_dir
 from smartmask.sources import SourceImage
 
 
@@ -37,12 +37,20 @@ class Plan:
     source: str
     images_root: Path
     config: RebuildConfig
-    published: bool
     vocabulary: Vocabulary
     counts_in: dict[str, int]
     parse_rejects: list[dict]
     captioner_id: str
     jobs: list[ShardJob] = field(default_factory=list)
+
+    @property
+    def published(self) -> bool:
+        """Read from disk each time: another run may have published this version since the plan was made."""
+        return (dataset_dir(self.lake, self.name, self.version) / "_manifest.json").exists()
+
+    @property
+    def lock_key(self) -> str:
+        return f"{self.name}@{self.version}"
 
     @property
     def staging(self) -> Path:

@@ -38,10 +38,15 @@ def resolve_dataset(lake: Path, ref: str) -> tuple[str, str]:
     name, _, version = ref.partition("@")
     root = lake / "datasets" / f"name={name}"
     if version:
-        if not (dataset_dir(lake, name, version) / "_manifest.json").exists():
+        path = dataset_dir(lake, name, version) / "_manifest.json"
+        if not path.exists():
             raise NotFound(f"dataset {name}@{version} not found in {lake}")
+        if json.loads(path.read_text()).get("status") == "no_accepted_records":
+            raise NotFound(f"dataset {name}@{version} holds only rejects: no record of its source was accepted")
         return name, version
-    manifests = [json.loads(p.read_text()) for p in root.glob("version=*/_manifest.json")]
+    # A version that holds only rejects (every record refused) is kept for its rejects, never trained on.
+    manifests = [m for p in root.glob("version=*/_manifest.json")
+                 if (m := json.loads(p.read_text())).get("status") != "no_accepted_records"]
     if not manifests:
         raise NotFound(f"dataset {name!r} has no published version in {lake}")
     return name, max(manifests, key=lambda m: (m["created_at"], m["version"]))["version"]

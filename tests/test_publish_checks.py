@@ -1,0 +1,121 @@
+"""What publish refuses (incomplete shards or captions), what it stores when nothing is accepted, and what the
+card escapes. All in-process through `smartmask.rebuild` (no Prefect), on a small synthetic world."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from smartmask.config import RebuildConfig, SynthConfig
+from smartmask.lake.io import write_parquet_atomic
+from smartmask.lake.paths import dataset_dir
+from smartmask.lake.query import run_query
+from smartmask.publish import NoAcceptedRecords, PublishRefused, publish
+from smartmask.rebuild import caption_template, plan_rebuild, process_shard, rebuild
+from smartmask.registry import NotFound, resolve_dataset
+from smartmask.synth import generate
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = RebuildConfig.for_tests()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    generate(out, 10, seed=11, config=SynthConfig.small(), workers=1)
+    return out
+
+
+def _staged(world: Path, lake: Path):
+    plan = plan_rebuild(f"cocoa:{world / 'annotations.json'}", world / "images", "w", lake, CFG)
+    for job in plan.jobs:
+        process_shard(job)
+    caption_template(plan)
+    return plan
+
+
+def test_publish_refuses_captions_for_part_of_the_images_and_a_rerun_repairs_it(world, tmp_path):
+    lake = tmp_path / "lake"
+    plan = _staged(world, lake)
+    part = plan.staging / "captions" / "part-00000.parquet"
+    t = pq.read_table(part)
+    write_parquet_atomic(t.slice(0, 4), part)  # what a racing run left: captions for 4 of 10 images
+    with pytest.raises(PublishRefused, match="captions cover 4 of 10 accepted images"):
+        publish(plan)
+    assert not plan.published and not (plan.staging / "_captions_done.json").exists()
+    m = rebuild(f"cocoa:{world / 'annotations.json'}", world / "images", "w", lake, CFG)
+    d = dataset_dir(lake, "w", m["version"])
+    assert pq.read_table(d / "captions").num_rows == pq.read_table(d / "images").num_rows == 10
+
+
+def test_publish_refuses_a_shard_whose_parts_do_not_match_its_marker(world, tmp_path):
+    lake = tmp_path / "lake"
+    plan = _staged(world, lake)
+    part = plan.staging / "layers" / "part-00001.parquet"
+    write_parquet_atomic(pq.read_table(part).slice(0, 1), part)
+    with pytest.raises(PublishRefused, match="shard 1's layers part has 1 rows"):
+        publish(plan)
+    assert [j.index for j in plan.pending()] == [1]  # its marker is gone: a rerun redoes exactly that shard
+    m = rebuild(f"cocoa:{world / 'annotations.json'}", world / "images", "w", lake, CFG)
+    assert pq.read_table(dataset_dir(lake, "w", m["version"]) / "layers").num_rows == m["counts"]["region"]["accepted"]
+
+
+def test_a_source_with_every_record_rejected_keeps_its_rejects_and_fails_with_one_line(world, tmp_path):
+    images = tmp_path / "no-images"
+    images.mkdir()  # every file missing: every image and region rejected
+    lake = tmp_path / "lake"
+    spec = f"cocoa:{world / 'annotations.json'}"
+    with pytest.raises(NoAcceptedRecords) as e:
+        rebuild(spec, images, "w", lake, CFG)
+    msg = str(e.value)
+    assert "\n" not in msg and "10 in" in msg and "image_missing x10" in msg
+    rows = run_query(lake, "SELECT record_kind, reason, count(*) AS n FROM rejects GROUP BY ALL ORDER BY ALL").to_pylist()
+    assert {(r["record_kind"], r["reason"]) for r in rows} >= {("image", "image_missing"), ("region", "image_rejected")}
+    assert sum(r["n"] for r in rows if r["record_kind"] == "image") == 10
+    with pytest.raises(NotFound, match="no published version"):
+        resolve_dataset(lake, "w")  # never trained on
+    with pytest.raises(NoAcceptedRecords):  # a rerun says the same, without redoing anything
+        rebuild(spec, images, "w", lake, CFG)
+    card = next(lake.glob("datasets/name=w/version=*/CARD.md")).read_text()
+    assert "No record of the source was accepted" in card and "image_missing" in card
+
+
+def test_the_cli_reports_an_all_rejected_source_in_one_line(world, tmp_path, prefect_harness):
+    from prefect.settings import PREFECT_API_URL
+
+    images = tmp_path / "no-images"
+    images.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows", "rebuild", "--source", f"cocoa:{world / 'annotations.json'}", "--images",
+         str(images), "--name", "w", "--lake", str(tmp_path / "lake"), "--workers", "1"], cwd=REPO,
+        env={**__import__("os").environ, "PREFECT_API_URL": PREFECT_API_URL.value()}, capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "image_missing x10" in errors[0]
+
+
+def test_a_lake_path_with_a_quote_and_a_script_label_in_the_card(world, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(world, src)
+    doc = json.loads((src / "annotations.json").read_text())
+    for ann in doc["annotations"]:
+        for r in ann["regions"]:
+            if r["name"].strip() == "person":
+                r["name"] = "<script>alert(1)</script>"
+    (src / "annotations.json").write_text(json.dumps(doc))
+    lake = tmp_path / "o'brien; DROP TABLE x; --" / "lake"
+    m = rebuild(f"cocoa:{src / 'annotations.json'}", src / "images", "w", lake, CFG)
+    d = dataset_dir(lake, "w", m["version"])
+    card = (d / "CARD.md").read_text()
+    assert "<script>" not in card and "&lt;script&gt;alert(1)&lt;/script&gt;" in card
+    stats = pq.read_table(d / "stats").to_pylist()
+    assert any(r["section"] == "class" and r["key"] == "<script>alert(1)</script>" for r in stats)  # data as is
+    assert run_query(lake, "SELECT count(*) AS n FROM images").to_pylist() == [{"n": 10}]
