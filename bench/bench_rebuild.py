@@ -23,6 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 # A persistent PREFECT_HOME, as a user has: its first use pays Prefect's database migrations (~10 s), later
 # runs only the ephemeral server's start (~5 s). Both are inside the timed rebuild.
 os.environ.setdefault("PREFECT_HOME", str(Path(__file__).resolve().parent / ".cache" / "prefect-home"))

@@ -29,12 +29,16 @@ from flows.cli_app import (
     output_folder,
 )
 
+# Local worker processes: more than a few per core only adds start-up cost and memory (each imports the library).
+MAX_WORKERS = 256
+WORKERS_HELP = f"local worker processes, 1..{MAX_WORKERS}"
+
 
 @app.command()
 def synth(out: Annotated[Path, typer.Option("--out", help="Output directory")],
-          scenes: Annotated[int, typer.Option("--scenes", min=1)] = 200,
+          scenes: Annotated[int, typer.Option("--scenes", min=1, max=1_000_000, help="1..1,000,000")] = 200,
           seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="0..2**32-1")] = 0,
-          workers: Annotated[int, typer.Option("--workers", min=1)] = max(1, os.cpu_count() or 1),
+          workers: Annotated[int, typer.Option("--workers", min=1, max=MAX_WORKERS, help=WORKERS_HELP)] = max(1, os.cpu_count() or 1),
           small: Annotated[bool, typer.Option("--small", "--tiny", help="160x120 scenes with few objects")] = False) -> None:
     """Generate the synthetic amodal world: OUT/annotations.json (COCOA format) + OUT/images/."""
     from smartmask.config import SynthConfig
@@ -46,18 +50,29 @@ def synth(out: Annotated[Path, typer.Option("--out", help="Output directory")],
     typer.echo(str(path))
 
 
+def _start_prefect() -> None:
+    """Prefect's temporary API, started one process at a time (flows/prefect_api.py); exit 1 in one line if not."""
+    from flows.prefect_api import PrefectUnavailable, ensure_api
+
+    try:
+        ensure_api()
+    except PrefectUnavailable as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
 @app.command()
 def rebuild(source: Annotated[str, typer.Option("--source", help="auto:FILE | cocoa:FILE | kins:FILE | amodal-coco:FILE | jsonl:FILE (see datasets/README.md)")],
             images: Annotated[Path, typer.Option("--images", help="Directory the file names are relative to")],
             name: Annotated[str, typer.Option("--name", help="Dataset name")],
             lake: LakeOpt = None,
-            workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes")] = max(1, os.cpu_count() or 1),
-            shard_size: Annotated[int, typer.Option("--shard-size", min=1)] = 500,
+            workers: Annotated[int, typer.Option("--workers", min=1, max=MAX_WORKERS, help=WORKERS_HELP)] = max(1, os.cpu_count() or 1),
+            shard_size: Annotated[int, typer.Option("--shard-size", min=1, max=100_000, help="images per shard, 1..100,000")] = 500,
             captioner: Annotated[str, typer.Option(
                 "--captioner", help="template | instructblip:DIR_OR_HUB_ID")] = "template",
             caption_prompt: Annotated[str | None, typer.Option("--caption-prompt")] = None,
-            caption_batch_size: Annotated[int, typer.Option("--caption-batch-size", min=1)] = 32,
-            caption_actors: Annotated[int, typer.Option("--caption-actors", min=1)] = 1,
+            caption_batch_size: Annotated[int, typer.Option("--caption-batch-size", min=1, max=1024, help="1..1024")] = 32,
+            caption_actors: Annotated[int, typer.Option("--caption-actors", min=1, max=1024, help="1..1024")] = 1,
             wait: Annotated[float, typer.Option(
                 "--wait", min=0, help="seconds to wait for another run rebuilding the same version (default: "
                                       "exit 2 at once)")] = 0.0) -> None:
@@ -82,10 +97,9 @@ def rebuild(source: Annotated[str, typer.Option("--source", help="auto:FILE | co
         raise bad_input(str(e)) from None
     if getattr(parsed, "detected", None):
         typer.echo(f"source: detected {parsed.detected} ({parsed.source})", err=True)
-    from flows.prefect_api import PrefectUnavailable, ensure_api
     from flows.rebuild_dataset import rebuild_dataset
     from smartmask.lake.locks import LockHeld
-    from smartmask.publish import NoAcceptedRecords
+    from smartmask.publish import NoAcceptedRecords, PublishRefused
 
     if captioner != "template" and not captioner.startswith("instructblip:"):
         raise bad_input(f"captioner must be 'template' or 'instructblip:DIR_OR_HUB_ID', got {captioner!r}")
@@ -99,13 +113,15 @@ def rebuild(source: Annotated[str, typer.Option("--source", help="auto:FILE | co
     cfg = RebuildConfig(workers=workers, shard_size=shard_size, captioner=captioner,
                         caption_batch_size=caption_batch_size, caption_actors=caption_actors,
                         **({"caption_prompt": caption_prompt} if caption_prompt else {}))
+    _start_prefect()
     try:
-        ensure_api()
         m = rebuild_dataset(source, str(images), name, lake, cfg, lock_wait_s=wait)
-    except (LockHeld, NoAcceptedRecords) as e:
+    except LockHeld as e:
+        raise bad_input(f"{e} (or rerun with --wait SECONDS)") from None
+    except NoAcceptedRecords as e:
         raise bad_input(str(e)) from None
-    except PrefectUnavailable as e:
-        typer.echo(f"error: {e}", err=True)
+    except PublishRefused as e:  # an incomplete staging, not bad input: the rerun repairs it
+        typer.echo(f"error: {one_line(e)}", err=True)
         raise typer.Exit(1) from None
     c = m["counts"]
     typer.echo(" ".join(f"{k}: {v['accepted']}/{v['in']} accepted" for k, v in c.items()))
@@ -116,14 +132,14 @@ def rebuild(source: Annotated[str, typer.Option("--source", help="auto:FILE | co
 def train(dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@VERSION (default: newest version)")],
           preset: Annotated[str, typer.Option("--preset", help="tiny | sd15")] = "tiny",
           base_model: Annotated[str | None, typer.Option("--base-model", help="sd15: SD 1.5 directory or hub id")] = None,
-          workers: Annotated[int, typer.Option("--workers", min=1, help="Ray Train workers")] = 1,
+          workers: Annotated[int, typer.Option("--workers", min=1, max=1024, help="Ray Train workers, 1..1024")] = 1,
           gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker, NCCL, bf16 autocast")] = False,
           lake: LakeOpt = None,
           run_id: Annotated[str | None, typer.Option("--run-id", help="rerun an id to resume it")] = None,
-          steps: Annotated[int | None, typer.Option("--steps", min=1)] = None,
+          steps: Annotated[int | None, typer.Option("--steps", min=1, max=10_000_000, help="1..10,000,000")] = None,
           time_budget: Annotated[float | None, typer.Option("--time-budget", help="seconds; stop at a checkpoint")] = None,
-          batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="global batch")] = None,
-          checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", min=1)] = None,
+          batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=65_536, help="global batch, 1..65,536")] = None,
+          checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", min=1, max=10_000_000)] = None,
           ray_address: Annotated[str | None, typer.Option("--ray-address")] = None) -> None:
     """Train SmartMask on a dataset version with Ray Train and register the model version (flow `train`)."""
     root = lake_folder(lake, writes=True)
@@ -144,6 +160,7 @@ def train(dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@V
     from flows.train import TrainJob
     from flows.train import train as train_flow
 
+    _start_prefect()
     try:
         out = train_flow(TrainJob(dataset=dataset, preset=preset, base_model=base_model, workers=workers, gpu=gpu,
                                   lake=lake, run_id=run_id, steps=steps, time_budget_s=time_budget,
@@ -204,17 +221,18 @@ def models(lake: LakeOpt = None, max_rows: MaxRowsOpt = 50, fmt: FormatOpt = For
 
 @app.command()
 def demo(lake: LakeOpt = None,
-         scenes: Annotated[int, typer.Option("--scenes", min=1)] = 200,
+         scenes: Annotated[int, typer.Option("--scenes", min=1, max=100_000, help="1..100,000")] = 200,
          seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="0..2**32-1")] = 0,
          train_budget: Annotated[float, typer.Option("--train-budget", help="seconds of training; 0 skips")] = 180.0,
          train_steps: Annotated[int | None, typer.Option(
-             "--train-steps", min=0, help="train exactly this many steps instead of a time budget (0 skips)")] = None,
+             "--train-steps", min=0, max=10_000_000, help="train exactly this many steps instead of a time budget (0 skips)")] = None,
          ) -> None:
     """Run every stage on the embedded synthetic world: synth → rebuild → train → held-out checks → insert."""
     lake_folder(lake, writes=True)
     offline_defaults()
     from flows.demo import demo as demo_flow
 
+    _start_prefect()
     out = demo_flow(lake=lake, scenes=scenes, seed=seed, train_budget_s=train_budget, train_steps=train_steps)
     typer.echo(out["report"])
     typer.echo(out["last_id"])

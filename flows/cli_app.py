@@ -82,7 +82,7 @@ class OneLineGroup(TyperGroup):
         except click_errors.ClickException as e:
             typer.echo(f"error: {one_line(usage_line(e))}", err=True)
             code = 2 if isinstance(e, click_errors.UsageError) else e.exit_code
-        except click_errors.Abort:
+        except (typer.Abort, getattr(click_errors, "Abort", typer.Abort)):  # Typer 0.29 keeps Abort in typer.exceptions
             typer.echo("Aborted!", err=True)
             code = 1
         if not standalone_mode:
@@ -175,4 +175,5 @@ def offline_defaults() -> None:
     # Nothing here may phone home: no hub downloads, no Prefect analytics.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client-side telemetry (the line above is the server's)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

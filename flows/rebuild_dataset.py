@@ -13,7 +13,7 @@ holder (the CLI's exit 2); a run that finds the version published meanwhile retu
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.futures import as_completed
+from prefect.futures import as_completed, wait
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
@@ -22,7 +22,7 @@ from smartmask.config import RebuildConfig
 from smartmask.lake.locks import LockHeld, lake_lock
 from smartmask.lake.paths import lake_root
 from smartmask.progress import Progress
-from smartmask.publish import NoAcceptedRecords, published_manifest, require_accepted
+from smartmask.publish import NoAcceptedRecords, PublishRefused, published_manifest, require_accepted
 from smartmask.rebuild import describe
 from smartmask.rebuild_plan import Plan
 from tasks.captions import caption_task
@@ -35,15 +35,18 @@ def _run_shards(plan: Plan) -> None:
         return
     done = len(plan.jobs) - len(pending)
     with shard_processes(min(plan.config.workers, len(pending))), \
-            Progress(f"rebuild {plan.name}", total=len(plan.jobs), unit="shards") as bar:
-        bar.update(done, images=0, rejected=0)
+            Progress(f"rebuild {plan.name}", total=len(plan.jobs), unit="shards", initial=done) as bar:
         images = rejected = 0
         # quote(): Prefect would otherwise walk every record of a job looking for upstream futures (seconds).
-        for future in as_completed([shard_task.submit(quote(job)) for job in pending]):
-            stats = future.result()  # raises if a shard failed after its retries: nothing is published
-            images += stats.get("image_accepted", 0)
-            rejected += stats.get("image_rejected", 0)
-            bar.advance(1, images=images, rejected=rejected)
+        futures = [shard_task.submit(quote(job)) for job in pending]
+        try:
+            for future in as_completed(futures):
+                stats = future.result()  # raises if a shard failed after its retries: nothing is published
+                images += stats.get("image_accepted", 0)
+                rejected += stats.get("image_rejected", 0)
+                bar.advance(1, images=images, rejected=rejected)
+        finally:
+            wait(futures)  # no shard still writing once this returns or raises: the lock is released after it
 
 
 @flow(name="rebuild_dataset", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=16))
@@ -54,7 +57,7 @@ def rebuild_dataset(source: str, images: str, name: str, lake: str | None = None
     plan = plan_task(source, images, name, lake_root(lake), config)  # called inline: the plan stays in-process
     try:
         return _rebuild(plan, ray_address, lock_wait_s)
-    except (LockHeld, NoAcceptedRecords) as e:
+    except (LockHeld, NoAcceptedRecords, PublishRefused) as e:
         # Expected outcomes, not bugs: the run fails with their one line (the caller gets the exception back)
         # instead of a logged traceback.
         return Failed(message=str(e), data=e)

@@ -102,6 +102,7 @@ def local_server(port: int | None = None, home: Path | None = None,
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["DO_NOT_TRACK"] = "1"
     if home is not None:
         env["PREFECT_HOME"] = str(Path(home).expanduser().resolve())
     # The server's output goes to PREFECT_HOME/smartmask-server-PORT.log, kept only when it failed.
@@ -159,6 +160,7 @@ def serve(config_path: str | os.PathLike | ServeConfig = DEFAULT_CONFIG, lake: s
     Returns after Ctrl-C / SIGTERM, having stopped the local server (when it started one).
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     from smartmask.lake.paths import lake_root
 
     cfg = config_path if isinstance(config_path, ServeConfig) else load_serve_config(config_path)

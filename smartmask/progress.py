@@ -47,12 +47,13 @@ class Progress:
     """Counts `completed` of `total` (None: unknown) and shows rate, ETA and the latest `fields`."""
 
     def __init__(self, what: str, total: int | None = None, unit: str = "items", *, stream: IO[str] | None = None,
-                 mode: str | None = None, every_s: float = 10.0):
+                 mode: str | None = None, every_s: float = 10.0, initial: int = 0):
         self.what, self.total, self.unit = what, total, unit
         self.stream = stream if stream is not None else sys.stderr
         self.mode = _mode(self.stream, mode)
         self.every_s = every_s
-        self.completed = 0
+        # A resumed job starts with `initial` done: the rate and ETA count only what this run does.
+        self.completed = self._initial = initial
         self.fields: dict[str, Any] = {}
         self._t0 = time.monotonic()
         self._last_line = -float("inf")
@@ -74,7 +75,7 @@ class Progress:
                                      TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                                      console=Console(file=self.stream), transient=False)
             self._bar.start()
-            self._task = self._bar.add_task(what, total=total, rate="", info="")
+            self._task = self._bar.add_task(what, total=total, completed=initial, rate="", info="")
 
     # ---- reporting -------------------------------------------------------------------------------------------
     def advance(self, n: int = 1, **fields: Any) -> None:
@@ -93,7 +94,7 @@ class Progress:
 
     def rate(self) -> float:
         dt = time.monotonic() - self._t0
-        return self.completed / dt if dt > 0 else 0.0
+        return (self.completed - self._initial) / dt if dt > 0 else 0.0
 
     def rate_text(self) -> str:
         r = self.rate()

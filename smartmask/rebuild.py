@@ -83,7 +83,9 @@ def plan_rebuild(source_spec: str, images_dir: str | Path, name: str, lake: Path
                 vocabulary=vocab,
                 counts_in=parsed.counts_in, parse_rejects=parsed.rejects, captioner_id=cap_id)
     ids = vocab.ids
-    for k, start in enumerate(range(0, len(parsed.images), config.shard_size)):
+    # At least one shard, empty if need be: its (empty) parts let a source with no usable image record publish its
+    # rejects like any other all-rejected source instead of failing on tables that were never written.
+    for k, start in enumerate(range(0, max(1, len(parsed.images)), config.shard_size)):
         chunk = parsed.images[start : start + config.shard_size]
         plan.jobs.append(ShardJob(k, chunk, {i.image_id: shas[i.image_id] for i in chunk}, ids, root,
                                   plan.staging, parsed.source, config))

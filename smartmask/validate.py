@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from smartmask import masks
+from smartmask.inference.images import upright_size
 from smartmask.masks import MaskError
 
 # Polygons may touch the far edge (x == W) and anti-aliased tools overshoot by a fraction of a pixel;
@@ -27,9 +28,6 @@ _WS = re.compile(r"\s+")
 # never meant), and within Linux's NAME_MAX per component and PATH_MAX overall, counted in UTF-8 bytes.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NAME_MAX, _PATH_MAX = 255, 4095
-# EXIF orientations 5-8 rotate by 90 degrees (with or without a mirror): the upright image has W and H swapped.
-_EXIF_ORIENTATION = 0x0112
-_SWAPS_AXES = (5, 6, 7, 8)
 
 
 class Reject(MaskError):
@@ -175,9 +173,9 @@ def resolve_image(images_root: Path, file_name: Any) -> Path:
 def check_image(path: Path, width: Any, height: Any, max_pixels: int) -> tuple[int, int]:
     """Open the header and verify the container (PNG CRCs, truncation) without decoding every pixel.
 
-    Returns the upright (EXIF-oriented) width and height, the size inference sees after
-    `ImageOps.exif_transpose`, and compares the annotation's width/height with that. The orientation comes from
-    metadata read with the header (the base `Image.getexif`, which unlike PNG's override never decodes pixels).
+    Returns the upright (EXIF-oriented) width and height, the size inference decodes
+    (`smartmask.inference.images.upright_size`: one rule for both), and compares the annotation's width/height
+    with that. The orientation comes from metadata read with the header; no pixel is decoded.
     """
     try:
         exists = path.is_file()
@@ -190,17 +188,16 @@ def check_image(path: Path, width: Any, height: Any, max_pixels: int) -> tuple[i
             w, h = im.size
             if w * h > max_pixels:
                 raise Reject("image_too_large", f"{w}x{h} exceeds the {max_pixels}-pixel decompression guard")
-            orientation = Image.Image.getexif(im).get(_EXIF_ORIENTATION, 1)
+            uw, uh = upright_size(im)
             im.verify()
     except Reject:
         raise
     except Exception as e:  # PIL raises many types for corrupt files; all mean "unreadable"
         raise Reject("image_unreadable", f"{e.__class__.__name__}: {e}"[:300]) from None
-    if orientation in _SWAPS_AXES:
-        w, h = h, w
+    rotated = " upright (EXIF orientation applied)" if (uw, uh) != (w, h) else ""
+    w, h = uw, uh
     for name, given, actual in (("width", width, w), ("height", height, h)):
         if given is not None and given != actual:
-            rotated = " upright (EXIF orientation applied)" if orientation in _SWAPS_AXES else ""
             raise Reject("image_size_mismatch", f"annotation {name} {given!r} but the file is {w}x{h}{rotated}")
     return w, h
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"  # Prefect's client-side telemetry
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 # Prefect's temporary server gets 20 s to start by default; a loaded 2-core machine can need more (a hang guard).
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

@@ -91,6 +91,8 @@ PROTECTED = {
     "caption cache": lambda w: w["lake"] / "caption_cache" / "mine",
     "lake root": lambda w: w["lake"],
     "another stage's runs": lambda w: w["lake"] / "runs" / "kind=train" / "run=mine",
+    "lock files": lambda w: w["lake"] / "_locks" / "rebuild",
+    "a version in other case": lambda w: w["lake"] / "Datasets" / "name=synth" / f"VERSION={w['version']}" / "m",
 }
 
 
@@ -186,6 +188,7 @@ def test_pick_beyond_n_is_refused_before_sampling(broken_world, tmp_path):
     # the control for the test above too: with good options the garbage weights are reached, and fail
     r = _suggest(broken_world, "--out", tmp_path / "s")
     assert r.exit_code == 1 and r.exception is not None and not isinstance(r.exception, SystemExit)
+    assert not isinstance(r.exception, AttributeError), r.exception  # the real failure, not the error handler's
     r = _run("insert", broken_world["image"], "--object", "person", "--context", "a park", "--layout-from",
              "synth:1:2", "--lake", broken_world["lake"], "--inpainter", "synthetic", "--out", tmp_path / "o",
              "--n", "2", "--pick", "3")

@@ -310,3 +310,37 @@ def test_cli_insert_keeps_alpha_and_decodes_16bit(tmp_path):
     dilated = np.asarray(Image.open(tmp_path / "s" / "dilated-mask.png")) > 0
     assert out.shape == (96, 128, 3) and (out == 255).all(axis=2).mean() < 0.05  # was ~93% white
     assert np.array_equal(out[~dilated], _grey(ramp >> 8)[~dilated])
+
+
+def test_rebuild_and_inference_agree_on_a_rotated_tiff(tmp_path):
+    """Pillow's TIFF plugin reports the upright size at open and rotates while loading: neither stage rotates twice."""
+    from smartmask.validate import check_image
+
+    exif = Image.Exif()
+    exif[0x0112] = EXIF_ROTATE_CW
+    path = _save(Image.fromarray(np.zeros((16, 24), np.uint8)), tmp_path / "r.tiff", exif=exif)
+    w, h = check_image(path, 16, 24, 10**8)  # the annotation is made on the upright image
+    assert (w, h) == (16, 24) and load_image(path).shape[:2] == (24, 16)
+
+
+def test_rebuild_and_inference_agree_on_a_png_whose_exif_follows_the_pixels(tmp_path):
+    """An eXIf chunk after IDAT: Pillow's exif_transpose would see it (it decodes the pixels), the rebuild's
+    header-only size check would not; both stages read the orientation the same way, so they agree."""
+    import io
+    import struct
+    import zlib
+
+    from smartmask.validate import check_image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((20, 40, 3), np.uint8)).save(buf, "PNG")
+    data = buf.getvalue()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    body = exif.tobytes()
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
+    iend = data.rfind(b"IEND") - 4
+    path = tmp_path / "late-exif.png"
+    path.write_bytes(data[:iend] + chunk + data[iend:])
+    w, h = check_image(path, None, None, 10**8)
+    assert load_image(path).shape[:2] == (h, w)

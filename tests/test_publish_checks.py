@@ -110,12 +110,46 @@ def test_a_lake_path_with_a_quote_and_a_script_label_in_the_card(world, tmp_path
         for r in ann["regions"]:
             if r["name"].strip() == "person":
                 r["name"] = "<script>alert(1)</script>"
+            elif r["name"].strip() == "tree":
+                r["name"] = "![x](https://evil.example/p.png) [click](javascript:alert(1)) **b** _i_ # h | c"
     (src / "annotations.json").write_text(json.dumps(doc))
-    lake = tmp_path / "o'brien; DROP TABLE x; --" / "lake"
+    lake = tmp_path / "o'brien; DROP TABLE x; -- [2] *" / "lake"  # SQL text and DuckDB glob characters
     m = rebuild(f"cocoa:{src / 'annotations.json'}", src / "images", "w", lake, CFG)
     d = dataset_dir(lake, "w", m["version"])
     card = (d / "CARD.md").read_text()
-    assert "<script>" not in card and "&lt;script&gt;alert(1)&lt;/script&gt;" in card
+    assert "<script>" not in card and "&lt;script&gt;alert\\(1\\)&lt;/script&gt;" in card
+    assert ("\\!\\[x\\]\\(https://evil.example/p.png\\) \\[click\\]\\(javascript:alert\\(1\\)\\) \\*\\*b\\*\\* \\_i\\_ "
+            "\\# h \\| c") in card  # every Markdown construct shown as text
     stats = pq.read_table(d / "stats").to_pylist()
     assert any(r["section"] == "class" and r["key"] == "<script>alert(1)</script>" for r in stats)  # data as is
     assert run_query(lake, "SELECT count(*) AS n FROM images").to_pylist() == [{"n": 10}]
+
+
+@pytest.mark.parametrize("kind, content", [
+    ("jsonl", "[1, 2]\n[3]\n"),  # every line malformed: no image at all
+    ("cocoa", '{"images": [], "annotations": []}'),  # nothing in it
+])
+def test_a_source_without_any_image_record_ends_in_one_line_too(kind, content, tmp_path):
+    src = tmp_path / "src.json"
+    src.write_text(content)
+    (tmp_path / "images").mkdir()
+    with pytest.raises(NoAcceptedRecords) as e:
+        rebuild(f"{kind}:{src}", tmp_path / "images", "w", tmp_path / "lake", CFG)
+    assert "\n" not in str(e.value)
+    n = run_query(tmp_path / "lake", "SELECT count(*) AS n FROM rejects").to_pylist()[0]["n"]
+    assert n == (2 if kind == "jsonl" else 0)
+
+
+def test_a_rejects_only_version_is_listed_but_never_newest(world, tmp_path):
+    from smartmask.lake.catalog import list_datasets
+
+    lake = tmp_path / "lake"
+    good = rebuild(f"cocoa:{world / 'annotations.json'}", world / "images", "w", lake, CFG)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NoAcceptedRecords):
+        rebuild(f"cocoa:{world / 'annotations.json'}", tmp_path / "empty", "w", lake, CFG)  # newer, rejects only
+    rows = {r["version"]: r for r in list_datasets(lake).to_pylist()}
+    assert len(rows) == 2 and rows[good["version"]]["newest"] and rows[good["version"]]["status"] == "published"
+    bad = next(r for v, r in rows.items() if v != good["version"])
+    assert not bad["newest"] and bad["status"] == "no_accepted_records" and bad["images_accepted"] == 0
+    assert resolve_dataset(lake, "w") == ("w", good["version"])

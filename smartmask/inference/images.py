@@ -126,12 +126,44 @@ def open_image(path: str | os.PathLike) -> Iterator:
         yield im
 
 
+# EXIF orientation → the transpose that makes the image upright (the table of Pillow's `ImageOps.exif_transpose`).
+_UPRIGHT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+            7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def exif_orientation(im) -> int:
+    """The EXIF orientation (1 = upright) from the metadata read with the header, never from decoded pixels.
+
+    Why not `ImageOps.exif_transpose`: for a PNG it decodes the pixels to look for an eXIf chunk placed after them,
+    which the rebuild's size check (`validate.check_image`, header only) cannot afford; both read it here instead,
+    so rebuild and inference always agree on what is upright. (An eXIf after the pixel data is ignored, as the PNG
+    extension allows readers to.)"""
+    from PIL import Image
+
+    orientation = Image.Image.getexif(im).get(0x0112, 1)
+    return orientation if orientation in _UPRIGHT else 1
+
+
+def _orients_itself(im) -> bool:
+    # Pillow's TIFF plugin reports the upright size at open and applies the orientation itself when it loads
+    # (then drops the tag); every other format is stored as is and rotated here.
+    return im.format == "TIFF"
+
+
+def upright_size(im) -> tuple[int, int]:
+    """(width, height) of the image once upright, from the header alone (what `decode_pixels` will return)."""
+    w, h = im.size
+    return (h, w) if exif_orientation(im) in (5, 6, 7, 8) and not _orients_itself(im) else (w, h)
+
+
 def decode_pixels(im) -> tuple[np.ndarray, np.ndarray | None]:
     """A Pillow image of any mode → ((H, W, 3) uint8 RGB, (H, W) uint8 alpha or None), EXIF orientation applied
     before anything else. The conventions per mode are in the module docstring. The library's only decoder."""
-    from PIL import ImageOps
+    from PIL import Image
 
-    im = ImageOps.exif_transpose(im)  # first: every mode, so a 16-bit or CMYK phone scan is upright too
+    orientation = exif_orientation(im)
+    if orientation != 1 and not _orients_itself(im):  # first: every mode, so a 16-bit or CMYK scan is upright too
+        im = im.transpose(getattr(Image.Transpose, _UPRIGHT[orientation]))
     mode = im.mode
     if mode.startswith("I") or mode == "F":  # I;16*, I, F: Pillow's own conversion would clip at 255
         raw = np.asarray(im)

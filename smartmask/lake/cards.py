@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -35,10 +36,12 @@ def previous_version(lake: Path, name: str, exclude: str) -> tuple[str, Path] | 
 
 
 def _views(con: duckdb.DuckDBPyConnection, prefix: str, folder: Path, tables: tuple[str, ...]) -> None:
-    """`<prefix><table>` views over `folder/<table>/*.parquet`, registered through the relation API: the path never
-    becomes SQL text, so a lake path with a quote or a semicolon in it is just a path."""
+    """`<prefix><table>` views over `folder/<table>/*.parquet`, registered through the relation API with the files
+    listed by Python: the path never becomes SQL text or a DuckDB glob, so a lake path with a quote, a semicolon or
+    a `[` in it is just a path."""
     for table in tables:
-        con.read_parquet(str(folder / table / "*.parquet")).create_view(f"{prefix}{table}")
+        files = sorted(str(p) for p in (folder / table).glob("*.parquet"))
+        con.read_parquet(files).create_view(f"{prefix}{table}")
 
 
 def compute_stats(staging: Path, previous: tuple[str, Path] | None) -> list[dict]:
@@ -94,14 +97,26 @@ def compute_stats(staging: Path, previous: tuple[str, Path] | None) -> list[dict
     return rows
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]()!#|~{}])")
+
+
 def _md(text: object) -> str:
-    """Data in a table cell or a sentence: HTML-escaped (Markdown renders raw HTML), pipes escaped, one line."""
-    return html.escape(" ".join(str(text).split()), quote=True).replace("|", "\\|")
+    """Data in a table cell or a sentence, shown as the text it is: HTML-escaped (Markdown renders raw HTML), then
+    Markdown's punctuation backslash-escaped (no links, images, emphasis or headings from a label), one line."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(" ".join(str(text).split()), quote=False))
 
 
 def _code(text: object) -> str:
     """Data inside a `code span`: HTML is not rendered there, but a backtick would end the span."""
     return " ".join(str(text).split()).replace("`", "'")
+
+
+def _cell(section: str, key: str) -> str:
+    if section == "layers_per_image":
+        return key.lstrip("0") or "0"
+    if section in ("rejects", "captions"):  # our reason codes and captioner ids: code spans
+        return f"`{_code(key)}`".replace("|", "\\|")
+    return _md(key)
 
 
 def _int(v: float | None) -> int:
@@ -132,8 +147,7 @@ def render_card(manifest: dict, stats: list[dict]) -> str:
                 ("Captions", "captions", "captioner", "images"), ("Reject reasons", "rejects", "kind:reason", "count")]
     for title, sec, kcol, vcol in sections:
         out += ["", f"## {title}", "", f"| {kcol} | {vcol} |", "|---|---|"]
-        out += [f"| {_md(r['key'].lstrip('0') or '0') if sec == 'layers_per_image' else _md(r['key'])} | "
-                f"{_int(r['value'])} |" for r in by.get(sec, [])] or ["| (none) | 0 |"]
+        out += [f"| {_cell(sec, r['key'])} | {_int(r['value'])} |" for r in by.get(sec, [])] or ["| (none) | 0 |"]
     diff = by.get("diff")
     out += ["", "## Changes since the previous version", ""]
     if not diff:

@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 DATASETS = pa.schema([
-    ("name", pa.string()), ("version", pa.string()), ("newest", pa.bool_()), ("created_at", pa.string()),
-    ("images_accepted", pa.int64()), ("images_rejected", pa.int64()),
+    ("name", pa.string()), ("version", pa.string()), ("newest", pa.bool_()), ("status", pa.string()),
+    ("created_at", pa.string()), ("images_accepted", pa.int64()), ("images_rejected", pa.int64()),
     ("instances_accepted", pa.int64()), ("instances_rejected", pa.int64()),
     ("classes_accepted", pa.int64()), ("classes_rejected", pa.int64()),
     ("captioner", pa.string()), ("source", pa.string()),
@@ -73,12 +73,14 @@ def _newest(rows: list[dict], group: str | None) -> None:
     """Mark the row a version-less reference resolves to (per `group`): max (created_at, version), as the registry."""
     best: dict = {}
     for r in rows:
+        if r.get("status") == "no_accepted_records":  # holds only rejects: never resolved (registry.resolve_dataset)
+            continue
         key = r[group] if group else None
         if key not in best or (r["created_at"] or "", r["version"]) > (best[key]["created_at"] or "",
                                                                         best[key]["version"]):
             best[key] = r
     for r in rows:
-        r["newest"] = best[r[group] if group else None] is r
+        r["newest"] = best.get(r[group] if group else None) is r
 
 
 def list_datasets(lake: Path) -> pa.Table:
@@ -92,7 +94,7 @@ def list_datasets(lake: Path) -> pa.Table:
         rows.append({
             "name": m.get("name") or folder.parent.name.removeprefix("name="),
             "version": m.get("version") or folder.name.removeprefix("version="),
-            "created_at": m.get("created_at"),
+            "status": m.get("status") or "published", "created_at": m.get("created_at"),
             "images_accepted": _count(counts, "image", "accepted"),
             "images_rejected": _count(counts, "image", "rejected"),
             "instances_accepted": _count(counts, "region", "accepted"),

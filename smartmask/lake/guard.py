@@ -6,6 +6,7 @@ Each part of a lake has exactly one owner, and nothing else may write under it:
     <lake>/models/...             `train` (registry.register renames a finished model version into place)
     <lake>/_staging/...           `rebuild` and `train` (work in progress)
     <lake>/caption_cache/...      `rebuild`'s captioner
+    <lake>/_locks/, <lake>/_ray/  the lock files of running jobs; Ray Train's run state
     <lake>/runs/kind=<kind>/...   the stage of that kind (train, bench, suggest, insert, ...)
 
 Writing there from another command corrupts the lake: masks saved inside a published dataset version made every
@@ -17,7 +18,8 @@ lake when it holds `datasets/name=*`, `models/version=*` or `_staging/{datasets,
 train create, so a lake is recognised as soon as it holds anything worth protecting). Independently of what exists,
 a path with the shape of a protected folder is refused too, so a not-yet-created lake cannot be seeded with stray
 files either: `.../datasets/name=*/version=*/...`, `.../models/version=*/...`, `.../_staging/{datasets,models}/...`.
-Symlinks are resolved first, so a link pointing into a lake is judged by where it points.
+Symlinks are resolved first, so a link pointing into a lake is judged by where it points. Folder names are compared
+without case: on a case-insensitive file system (macOS) `Datasets/` is `datasets/`.
 
 Errors are `PathRefused`, one line in plain words; the front end adds the flag (`--out`, `--lake`).
 """
@@ -31,7 +33,9 @@ from pathlib import Path
 OWNERS = {"datasets": "`smartmask rebuild` (published dataset versions)",
           "models": "`smartmask train` (registered model versions)",
           "_staging": "`rebuild` and `train` (work in progress)",
-          "caption_cache": "`rebuild`'s captioner"}
+          "caption_cache": "`rebuild`'s captioner",
+          "_locks": "the running rebuilds and trainings (their lock files)",
+          "_ray": "`smartmask train` (Ray Train's run state)"}
 
 
 class PathRefused(ValueError):
@@ -51,8 +55,9 @@ def _looks_like_lake(folder: Path) -> bool:
 def _shape_reason(path: Path) -> str | None:
     """Why `path` has the shape of a protected lake folder (whether or not it exists yet), or None."""
     parts = path.parts
-    for i, part in enumerate(parts):
-        rest = parts[i + 1:]
+    low = [p.lower() for p in parts]
+    for i, part in enumerate(low):
+        rest = low[i + 1:]
         if part == "datasets" and len(rest) >= 2 and rest[0].startswith("name=") and rest[1].startswith("version="):
             return f"{Path(*parts[:i + 3])} is a dataset version folder, which only {OWNERS['datasets']} writes"
         if part == "models" and rest and rest[0].startswith("version="):
@@ -73,10 +78,10 @@ def protected_reason(path: Path, lake: Path | None = None, kind: str | None = No
             return f"{path} is a lake folder itself; write outputs outside it (or in its runs/kind={kind or '…'}/)"
         if not path.is_relative_to(root):
             continue
-        rel = path.relative_to(root).parts
+        rel = [p.lower() for p in path.relative_to(root).parts]
         if rel[0] in OWNERS:
             return f"{path} is inside {root / rel[0]}, which only {OWNERS[rel[0]]} writes"
-        if rel[0] == "runs" and (kind is None or len(rel) < 3 or rel[1] != f"kind={kind}"):
+        if rel[0] == "runs" and (kind is None or len(rel) < 3 or rel[1] != f"kind={kind}".lower()):
             # each run folder belongs to the stage of its kind; a command may add runs of its own kind only
             own = f" (a {kind} run goes in {root / 'runs' / f'kind={kind}'}/<name>)" if kind else ""
             return f"{path} is inside {root / 'runs'}, where each stage writes only its own runs{own}"

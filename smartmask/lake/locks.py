@@ -33,7 +33,7 @@ class LockHeld(RuntimeError):
         self.holder, self.path = holder, path
         who = f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
         since = f" since {holder['started']}" if holder.get("started") else ""
-        super().__init__(f"{what} is locked by {who}{since} ({path}); wait for it to finish or rerun with a wait")
+        super().__init__(f"{what} is locked by {who}{since} ({path}); wait for it to finish")
 
 
 def lock_path(lake: Path, kind: str, key: str) -> Path:

@@ -104,12 +104,15 @@ def _duck_types(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> list[str]:
 def _view_sql(con: duckdb.DuckDBPyConnection, lake: Path, spec: LakeView, types: list[str] | None) -> str:
     schema_cols = list(spec.schema.names) if spec.schema is not None else []
     parts = list(spec.partitions)
-    if not any(lake.glob(spec.glob)):
+    # The files are listed here, by Python, and handed to DuckDB one literal each: DuckDB would read the whole path
+    # as a pattern, so a lake under a folder named `runs[2]` or `a*b` would match nothing (or the wrong files).
+    files = sorted(str(p) for p in lake.glob(spec.glob))
+    if not files:
         cols = [f"CAST(NULL AS {t}) AS {_ident(c)}" for c, t in zip(schema_cols, types or [], strict=True)]
         cols += [f"CAST(NULL AS VARCHAR) AS {_ident(p)}" for p in parts]
         return f"SELECT {', '.join(cols) or 'NULL AS _empty'} WHERE false"
     source = (
-        f"read_parquet({_lit(str(lake / spec.glob))}, hive_partitioning=true, union_by_name=true, "
+        f"read_parquet([{', '.join(_lit(f) for f in files)}], hive_partitioning=true, union_by_name=true, "
         f"hive_types_autocast=false)"
     )
     present = con.sql(f"SELECT * FROM {source} LIMIT 0").columns
