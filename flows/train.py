@@ -3,6 +3,9 @@
 `python -m flows.train --dataset synth --preset tiny --workers 2`. Ray starts here (local by default, or joins
 `--ray-address`). Ray Train's files live under `<lake>/_ray/train/<run id>/`; the loss curve goes to
 `<lake>/runs/kind=train/run=<run id>/metrics/`. Rerunning with the same `--run-id` resumes from its last checkpoint.
+
+While it trains, the driver shows the workers' progress on stderr (tasks/train.py `fit_task`): a bar on a
+terminal, a line every `progress_every_s` seconds otherwise (`SMARTMASK_PROGRESS=auto|bar|lines|off`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class TrainJob:
     guidance_mix: tuple[float, float, float, float] | None = None  # none / box / blob / scribble
     ray_address: str | None = None
     max_failures: int = 3
+    progress_every_s: float | None = None  # live progress updates (None: $SMARTMASK_PROGRESS_EVERY_S, else 5 s)
 
 
 @flow(name="train", log_prints=True)
@@ -65,7 +69,7 @@ def train(job: TrainJob) -> dict:
     config = config_dict(model_cfg, sample_cfg, train_cfg) | {
         "lake": str(root), "dataset": name, "dataset_version": version, "run_dir": str(run_dir)}
     with ray_session(address=job.ray_address):
-        out = fit_task(config, workers, gpu, root / "_ray" / "train", run_id, job.max_failures)
+        out = fit_task(config, workers, gpu, root / "_ray" / "train", run_id, job.max_failures, job.progress_every_s)
     model_version = register_task(root, out["checkpoint"], config, name, version, run_id, out["metrics"])
     print(f"model {model_version} from dataset {name}@{version} (run {run_id}): {out['metrics']}")
     return {"model_version": model_version, "run_id": run_id, "dataset": name, "dataset_version": version,

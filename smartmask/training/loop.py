@@ -5,6 +5,9 @@ checkpoint to resume from, and reporting). Everything else — sampling, CFG dro
 accumulation, bf16 autocast (GPUs, and CPUs with native bf16), safetensors checkpoints, validation loss, the loss
 curve in the lake — is here.
 
+Progress: with `progress_every_s`, every rank also reports `{step, loss, samples_per_s, train_seconds}` (no checkpoint)
+about that often between checkpoints; the driver shows rank 0's as a bar (tasks/train.py). Off by default.
+
 Data: step s draws its global batch from `np.random.default_rng([seed, s])`, and rank r takes its slice, so the
 batch a step sees is the same for 1 or N workers and after a resume (a resumed run repeats no sample and skips none).
 """
@@ -210,9 +213,46 @@ def load_checkpoint(d: Path, model: SmartMask, ema: list[torch.Tensor], opt) -> 
     return int(state["step"]), float(state.get("train_seconds", 0.0))  # older checkpoints did not record time
 
 
+class _ProgressClock:
+    """Which steps send a progress report between checkpoints: about every `every_s` seconds.
+
+    Ray Train pairs the i-th `report` of all ranks (each one a barrier) and takes one per worker per controller
+    poll (2 s), a second one blocking training until then. So the steps are agreed over ranks (the largest step
+    count covering `every_s`, via `max_over_ranks` at candidate steps only) instead of read off each rank's clock,
+    and none is sent when a checkpoint's report (same step and loss) follows within that count.
+    """
+
+    def __init__(self, every_s: float, start: int):
+        self.every_s, self.n = every_s, 1
+        self.last_step, self.last_t = start, time.perf_counter()
+        self.next = start + 2  # step 1's time (lazy initialisation) says little about the rate
+
+    def reported(self, step: int) -> None:
+        self.last_step, self.last_t, self.next = step, time.perf_counter(), step + self.n
+
+    def due(self, step: int, step_s: float, cfg: TrainConfig, ex: Executor) -> bool:
+        if step < self.next:
+            return False
+        self.n = max(1, int(ex.max_over_ranks(float(math.ceil(self.every_s / max(step_s, 1e-9))))))
+        next_checkpoint = min(cfg.steps, (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every)
+        if next_checkpoint - step < self.n:
+            self.next = next_checkpoint  # its report re-arms the clock (`reported`)
+            return False
+        return True
+
+    def metrics(self, step: int, loss: float, batch_size: int, seconds: float) -> dict:
+        """samples/s over the wall time since the previous report, checkpoints included: what the ETA needs."""
+        rate = (step - self.last_step) * batch_size / max(time.perf_counter() - self.last_t, 1e-9)
+        self.reported(step)
+        return {"step": step, "loss": loss, "samples_per_s": rate, "train_seconds": seconds}
+
+
 def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg: TrainConfig, lake: Path,
-                 dataset: str, dataset_version: str, run_dir: Path, ex: Executor, work_dir: Path) -> dict:
-    """Train until `train_cfg.steps` (or the time budget); returns the last metrics. Rank 0 writes the lake."""
+                 dataset: str, dataset_version: str, run_dir: Path, ex: Executor, work_dir: Path,
+                 progress_every_s: float | None = None) -> dict:
+    """Train until `train_cfg.steps` (or the time budget); returns the last metrics. Rank 0 writes the lake.
+
+    `progress_every_s`: also report progress (no checkpoint) about that often; None: only at checkpoints."""
     t_start = time.perf_counter()
     if train_cfg.threads_per_worker:
         torch.set_num_threads(train_cfg.threads_per_worker)
@@ -250,6 +290,7 @@ def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg:
     pending: list[dict] = []
     metrics: dict = {}
     step = start
+    clock = _ProgressClock(progress_every_s, start) if progress_every_s is not None else None
     while step < train_cfg.steps:
         lr = train_cfg.lr * min(1.0, (step + 1) / max(1, train_cfg.warmup_steps))
         for g in opt.param_groups:
@@ -302,8 +343,12 @@ def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg:
                 write_parquet_atomic(rows_to_table(rows, TRAIN_METRICS), run_dir / "metrics" / f"part-{step:08d}.parquet")
             pending = []
             ex.report(metrics, ckpt)
+            if clock is not None:
+                clock.reported(step)
             if stop:
                 break
+        elif clock is not None and clock.due(step, step_s, train_cfg, ex):
+            ex.report(clock.metrics(step, total, train_cfg.batch_size, seconds), None)
     return metrics | {"steps_done": step, "started_at_step": start}
 
 
