@@ -144,6 +144,7 @@ def train(dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@V
     """Train SmartMask on a dataset version with Ray Train and register the model version (flow `train`)."""
     root = lake_folder(lake, writes=True)
     offline_defaults()
+    from smartmask.lake.locks import LockHeld
     from smartmask.pretrained import ModelNotFound
     from smartmask.registry import NotFound, resolve_dataset
 
@@ -168,6 +169,8 @@ def train(dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@V
                                   ray_address=ray_address))
     except ModelNotFound as e:
         raise bad_input(str(e)) from None
+    except LockHeld as e:
+        raise bad_input(f"--run-id: {e}") from None
     typer.echo(f"trained {out['dataset']}@{out['dataset_version']} (run {out['run_id']}): {out['metrics']}")
     typer.echo(out["model_version"])
 

@@ -16,9 +16,11 @@ import time
 from dataclasses import dataclass
 
 from prefect import flow
+from prefect.states import Failed
 
 from flows.ray_runtime import ray_session
 from smartmask import presets
+from smartmask.lake.locks import LockHeld, lake_lock
 from smartmask.lake.paths import lake_root
 from smartmask.lake.paths import run_dir as runs_dir
 from smartmask.registry import resolve_dataset
@@ -68,9 +70,14 @@ def train(job: TrainJob) -> dict:
     run_dir = runs_dir(root, "train", run_id)
     config = config_dict(model_cfg, sample_cfg, train_cfg) | {
         "lake": str(root), "dataset": name, "dataset_version": version, "run_dir": str(run_dir)}
-    with ray_session(address=job.ray_address):
-        out = fit_task(config, workers, gpu, root / "_ray" / "train", run_id, job.max_failures, job.progress_every_s)
-    model_version = register_task(root, out["checkpoint"], config, name, version, run_id, out["metrics"])
+    # One process per run id: two resuming the same run would write the same checkpoints and metrics.
+    try:
+        with lake_lock(root, "train", run_id, what=f"training run {run_id}"), ray_session(address=job.ray_address):
+            out = fit_task(config, workers, gpu, root / "_ray" / "train", run_id, job.max_failures,
+                           job.progress_every_s)
+            model_version = register_task(root, out["checkpoint"], config, name, version, run_id, out["metrics"])
+    except LockHeld as e:
+        return Failed(message=str(e), data=e)  # an expected outcome: one line, not a logged traceback
     print(f"model {model_version} from dataset {name}@{version} (run {run_id}): {out['metrics']}")
     return {"model_version": model_version, "run_id": run_id, "dataset": name, "dataset_version": version,
             "metrics": out["metrics"]}

@@ -155,3 +155,22 @@ def test_concurrent_rebuilds_each_starting_prefect_do_not_race(world, tmp_path):
     lake = tmp_path / "lake"
     _check_outcome([_cli(world, lake, env), _cli(world, lake, env)], lake, 12)
     assert dataset_dir(lake, "w", next((lake / "datasets" / "name=w").glob("version=*")).name[8:]).exists()
+
+
+def test_a_second_training_of_the_same_run_id_exits_2_naming_the_holder(synthetic_lake_copy, tmp_path, prefect_harness):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    lake = synthetic_lake_copy["lake"]
+    proc = _hold(lake, "train", "run-a")
+    try:
+        r = CliRunner().invoke(app, ["train", "--dataset", "synth", "--lake", str(lake), "--run-id", "run-a",
+                                     "--steps", "1"])
+    finally:
+        _end(proc)
+    assert r.exit_code == 2, r.output
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert errors == [ln for ln in r.stderr.splitlines() if ln.strip() and "error" in ln.lower()] and len(errors) == 1
+    assert errors[0].startswith(f"error: --run-id: training run run-a is locked by pid {proc.pid}")
+    assert not (lake / "runs" / "kind=train" / "run=run-a").exists()
