@@ -157,6 +157,8 @@ def test_concurrent_rebuilds_each_starting_prefect_do_not_race(world, tmp_path):
     assert dataset_dir(lake, "w", next((lake / "datasets" / "name=w").glob("version=*")).name[8:]).exists()
 
 
+# slow: with the Prefect test harness it needs (started once per session, ~25 s) it costs more than 20 s.
+@pytest.mark.slow
 def test_a_second_training_of_the_same_run_id_exits_2_naming_the_holder(synthetic_lake_copy, tmp_path, prefect_harness):
     from typer.testing import CliRunner
 

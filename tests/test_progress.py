@@ -86,6 +86,8 @@ def _read_pty(fd: int, proc: subprocess.Popen, timeout_s: float) -> str:
     return "".join(chunks)
 
 
+# slow: with the Prefect test harness it needs (started once per session, ~25 s) it costs more than 20 s.
+@pytest.mark.slow
 def test_rebuild_in_a_terminal_shows_a_live_bar(tmp_path, prefect_harness):
     from prefect.settings import PREFECT_API_URL
 

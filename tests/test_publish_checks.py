@@ -86,6 +86,8 @@ def test_a_source_with_every_record_rejected_keeps_its_rejects_and_fails_with_on
     assert "No record of the source was accepted" in card and "image_missing" in card
 
 
+# slow: with the Prefect test harness it needs (started once per session, ~25 s) it costs more than 20 s.
+@pytest.mark.slow
 def test_the_cli_reports_an_all_rejected_source_in_one_line(world, tmp_path, prefect_harness):
     from prefect.settings import PREFECT_API_URL
 
