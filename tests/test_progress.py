@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from smartmask.config import SynthConfig
 from smartmask.progress import Progress
 from smartmask.synth import generate
