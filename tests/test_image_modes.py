@@ -344,3 +344,18 @@ def test_rebuild_and_inference_agree_on_a_png_whose_exif_follows_the_pixels(tmp_
     path.write_bytes(data[:iend] + chunk + data[iend:])
     w, h = check_image(path, None, None, 10**8)
     assert load_image(path).shape[:2] == (h, w)
+
+
+def test_a_scribble_on_a_transparent_layer_counts_only_its_painted_pixels(tmp_path):
+    from smartmask.inference.images import load_mask
+
+    rgba = np.zeros((8, 10, 4), np.uint8)
+    rgba[..., :3] = 255  # white stored everywhere, as many editors do under transparent pixels
+    rgba[2:4, 3:7, 3] = 255  # only this stroke is painted (opaque)
+    path = tmp_path / "scribble.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    mask = load_mask(path, (8, 10))
+    assert mask.sum() == 8 and mask[2:4, 3:7].all()
+    grey = tmp_path / "grey.png"  # no alpha: brightness alone, as before
+    Image.fromarray((rgba[..., 3]).copy(), "L").save(grey)
+    assert (load_mask(grey, (8, 10)) == mask).all()

@@ -210,11 +210,16 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 
 def load_mask(path: str | os.PathLike, size: tuple[int, int], max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """A binary mask PNG (a scribble or a chosen suggestion) as bool (H, W); it must match `size` = (H, W)."""
-    arr = np.asarray(load_image(path, max_pixels))  # same guards and decoding; any channel > 127 counts as on
+    """A binary mask PNG (a scribble or a chosen suggestion) as bool (H, W); it must match `size` = (H, W).
+
+    On: any channel > 127 where the pixel is not transparent (alpha > 127). A scribble drawn on a transparent layer
+    often stores white under its transparent pixels; only what is painted counts."""
+    img = load_image(path, max_pixels)  # same guards and decoding
+    arr, alpha = np.asarray(img), img.alpha
     if arr.shape[:2] != tuple(size):
         raise BadInput(f"{Path(path).name}: mask is {arr.shape[1]}x{arr.shape[0]}, the image is {size[1]}x{size[0]}")
-    return arr.max(axis=2) > 127
+    on = arr.max(axis=2) > 127
+    return on if alpha is None else on & (alpha > 127)
 
 
 def save_png(path: str | os.PathLike, arr: np.ndarray) -> Path:
