@@ -98,10 +98,13 @@ def require_accepted(manifest: dict) -> dict:
         f"record FROM rejects WHERE name = '{name}' AND version = '{version}'\"")
 
 
-def _drop_caption_failures(plan: Plan, stats: Counter) -> list[dict]:
-    """Images the caption stage failed on leave images/layers and become rejects (with their regions)."""
+def _caption_failures(plan: Plan) -> list[dict]:
     path = plan.staging / CAPTION_FAILURES
-    failures = json.loads(path.read_text()) if path.exists() else []
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _drop_caption_failures(plan: Plan, stats: Counter, failures: list[dict]) -> list[dict]:
+    """Images the caption stage failed on leave images/layers and become rejects (with their regions)."""
     if not failures:
         return []
     failed = [f["image_id"] for f in failures]
@@ -141,10 +144,9 @@ def publish(plan: Plan) -> dict:
     captions_done = plan.staging / CAPTIONS_DONE
     if not captions_done.exists():
         raise PublishRefused(f"cannot publish {plan.version}: the caption stage has not finished")
-    failures = json.loads((plan.staging / CAPTION_FAILURES).read_text()) \
-        if (plan.staging / CAPTION_FAILURES).exists() else []
+    failures = _caption_failures(plan)
     _verify_shards(plan, failures)
-    _drop_caption_failures(plan, stats)
+    _drop_caption_failures(plan, stats, failures)
     _verify_captions(plan)
     write_parquet_atomic(rows_to_table(plan.parse_rejects, REJECTS), plan.staging / "rejects" / "part-parse.parquet")
     parse_rej = Counter(r["record_kind"] for r in plan.parse_rejects)

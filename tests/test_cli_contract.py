@@ -15,14 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from safetensors.torch import save_file
+from tiny_models import register_tiny_smartmask
 from typer.testing import CliRunner
 
 from flows.cli import app
-from smartmask import presets
 from smartmask.lake.paths import dataset_dir, model_dir
-from smartmask.model.network import SmartMask
-from smartmask.registry import register
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -32,14 +29,9 @@ runner = CliRunner()
 def world(synthetic_lake_copy, tmp_path_factory) -> dict:
     """The shared synthetic lake (a private copy) with a registered random-init tiny SmartMask: enough to run
     suggest (ground-truth layout) and insert (the synthetic inpainter) in a second."""
-    tmp = tmp_path_factory.mktemp("contract")
-    cfg = presets.tiny_model()
-    model = SmartMask.build(cfg)
-    save_file({n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad},
-              str(tmp / "ema.safetensors"))
     lake = synthetic_lake_copy["lake"]
-    mv = register(lake, tmp, cfg, {"model": cfg.to_dict(), "sample": {"alpha": 0.7}}, "synth",
-                  synthetic_lake_copy["version"], "contract-test", {"step": 0})
+    mv = register_tiny_smartmask(lake, synthetic_lake_copy["version"], tmp_path_factory.mktemp("contract"),
+                                 "contract-test")
     return {"lake": lake, "version": synthetic_lake_copy["version"], "model": mv,
             "image": synthetic_lake_copy["world"] / "images" / "000000000001.png"}
 

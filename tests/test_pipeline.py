@@ -7,18 +7,15 @@ import pickle
 
 import numpy as np
 import pytest
-from safetensors.torch import save_file
 from test_segment import build_tiny_mask2former
+from tiny_models import register_tiny_smartmask
 from typer.testing import CliRunner
 
 from flows.cli import app
-from smartmask import presets
 from smartmask.inference.errors import BadInput
 from smartmask.inference.images import load_image
 from smartmask.inference.pipeline import SmartMaskPipeline
 from smartmask.inference.suggest import Control, SuggestConfig
-from smartmask.model.network import SmartMask
-from smartmask.registry import register
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,13 +24,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def world(synthetic_lake_copy, tmp_path_factory):
     """The shared synthetic lake (a private copy) with a registered random-init tiny SmartMask."""
     tmp = tmp_path_factory.mktemp("pipeline")
-    cfg = presets.tiny_model()
-    model = SmartMask.build(cfg)
-    save_file({n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad},
-              str(tmp / "ema.safetensors"))
     lake = synthetic_lake_copy["lake"]
-    mv = register(lake, tmp, cfg, {"model": cfg.to_dict(), "sample": {"alpha": 0.7}}, "synth",
-                  synthetic_lake_copy["version"], "pipeline-test", {"step": 0})
+    mv = register_tiny_smartmask(lake, synthetic_lake_copy["version"], tmp, "pipeline-test")
     image = synthetic_lake_copy["world"] / "images" / "000000000001.png"
     return {"lake": lake, "model": mv, "image": image, "seg": build_tiny_mask2former(tmp / "m2f")}
 

@@ -180,3 +180,21 @@ def build_tiny_smartmask(out_dir: Path, **overrides) -> Path:
 
     SmartMask.build(presets.tiny_model(**overrides)).save(Path(out_dir))
     return Path(out_dir)
+
+
+def register_tiny_smartmask(lake: Path, dataset_version: str, work_dir: Path, run_id: str,
+                            dataset: str = "synth") -> str:
+    """Register an untrained tiny-preset SmartMask in `lake` as a training run would release it (the trainable
+    weights as its EMA, through `smartmask.registry.register`); returns the model version."""
+    from safetensors.torch import save_file
+
+    from smartmask import presets
+    from smartmask.model.network import SmartMask
+    from smartmask.registry import register
+
+    cfg = presets.tiny_model()
+    model = SmartMask.build(cfg)
+    save_file({n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad},
+              str(Path(work_dir) / "ema.safetensors"))
+    return register(lake, Path(work_dir), cfg, {"model": cfg.to_dict(), "sample": {"alpha": 0.7}}, dataset,
+                    dataset_version, run_id, {"step": 0})
