@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from flows import cli_inference  # noqa: F401  (registers suggest and insert on `app`)
+from flows import cli_bulk, cli_inference  # noqa: F401  (register bulk-insert, suggest and insert on `app`)
 from flows.cli_app import (
     SEED_MAX,
     ExplicitLakeOpt,

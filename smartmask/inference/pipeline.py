@@ -126,9 +126,12 @@ class SmartMaskPipeline:
     @classmethod
     def from_lake(cls, lake: str | Path, version: str | None = None, *, segmenter: str | None = None,
                   inpainter: str | None = None, inpaint_config: InpaintConfig | None = None,
-                  device: str | None = None, with_model: bool = True) -> SmartMaskPipeline:
+                  device: str | None = None, with_model: bool = True,
+                  layout_only: bool = False) -> SmartMaskPipeline:
         """The registered model `version` (the newest when None) and the vocabulary and α it was trained with.
-        `with_model=False` builds an inpainting-only pipeline (the box baseline, a mask from a file)."""
+        `with_model=False` builds an inpainting-only pipeline (the box baseline, a mask from a file);
+        `layout_only=True` one that reads layouts in the model's vocabulary without loading the model (a bulk
+        job's segmenter actor)."""
         from smartmask.registry import NotFound, load_model, resolve_model
 
         lake = Path(lake)
@@ -139,8 +142,11 @@ class SmartMaskPipeline:
             v = resolve_model(lake, version)
         except NotFound as e:
             raise BadInput(str(e), "model") from None
-        model, lineage = load_model(lake, v, device=device)
         d = model_dir(lake, v)
+        if layout_only:
+            return cls(version=v, vocab=Vocabulary.read(d / "vocabulary.parquet"), lake=lake, segmenter=segmenter,
+                       device=device)
+        model, lineage = load_model(lake, v, device=device)
         training = json.loads((d / "training.json").read_text()) if (d / "training.json").exists() else {}
         alpha = float(training.get("sample", {}).get("alpha", ALPHA))
         return cls(model.eval(), version=v, lineage=lineage, vocab=Vocabulary.read(d / "vocabulary.parquet"),
@@ -185,7 +191,9 @@ class SmartMaskPipeline:
     def layout(self, image_HWC: np.ndarray | None = None, layout_from: str | None = None) -> SceneLayout:
         """S_I in the model's vocabulary: an annotated image's first K layers (`DATASET:IMAGE_ID[:K]`, no segmenter)
         or the segmenter's regions on `image_HWC`."""
-        self._need_model()
+        if self.vocab is None:
+            raise BadInput("this pipeline has no model vocabulary to read layouts in (built with with_model=False)",
+                           "model")
         if layout_from:
             if self.lake is None:
                 raise BadInput("a ground-truth layout needs a pipeline built from a lake", "layout")

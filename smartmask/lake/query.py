@@ -38,7 +38,7 @@ import duckdb
 import pyarrow as pa
 
 from smartmask.lake.render import format_table  # noqa: F401  (re-exported: callers print query results with it)
-from smartmask.lake.schemas import DATASET_TABLES, MODELS, TRAIN_METRICS
+from smartmask.lake.schemas import DATASET_TABLES, INSERT_ITEMS, MODELS, TRAIN_METRICS
 
 
 class QueryRefused(ValueError):
@@ -61,6 +61,7 @@ def _dataset_view(table: str, schema: pa.Schema) -> LakeView:
 VIEWS: dict[str, LakeView] = {table: _dataset_view(table, schema) for table, schema in DATASET_TABLES.items()}
 VIEWS["models"] = LakeView("models/version=*/model.parquet", MODELS, ("version",))
 VIEWS["train_metrics"] = LakeView("runs/kind=train/run=*/metrics/*.parquet", TRAIN_METRICS, ("kind", "run"))
+VIEWS["insert_items"] = LakeView("runs/kind=bulk_insert/run=*/items/*.parquet", INSERT_ITEMS, ("kind", "run"))
 # Benchmark rows (bench/_results.py `record(..., lake=)`): `bench` and `at` always; each benchmark adds its own
 # columns (union by name, NULL where another benchmark's row lacks them).
 VIEWS["bench"] = LakeView("runs/kind=bench/run=*/items.parquet", pa.schema([("bench", pa.string()), ("at", pa.string())]),

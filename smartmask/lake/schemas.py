@@ -142,3 +142,49 @@ DATASET_TABLES: dict[str, pa.Schema] = {
     "captions": CAPTIONS,
     "stats": STATS,
 }
+
+# One row per catalog row of a bulk insertion run, inserted or rejected (the view adds `kind` and `run` from the path):
+# <lake>/runs/kind=bulk_insert/run=<name>/items/part-*.parquet (the PNGs under outputs/, paths relative to the run).
+INSERT_ITEMS = pa.schema(
+    [
+        ("item_key", pa.string()),  # sha256 of (canonical item, config hash); unique within a run
+        ("line", pa.int64()),  # the catalog row (data row for Parquet, file line for CSV/JSONL)
+        ("item_id", pa.string()),
+        ("image_uri", pa.string()),
+        ("object", pa.string()),
+        ("context", pa.string()),
+        ("guidance", pa.string()),  # JSON: {"kind": "box", "bbox": [...]} | point | scribble | none
+        ("layout_from", pa.string()),  # null: the segmenter's layout
+        ("n_suggestions", pa.int32()),
+        ("seed", pa.int64()),
+        ("model_version", pa.string()),
+        ("config_hash", pa.string()),
+        ("inpainter", pa.string()),
+        ("segmenter", pa.string()),
+        ("image_sha256", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("chosen_rank", pa.int32()),
+        ("scores", pa.list_(pa.float64())),  # every suggestion's score, by rank
+        ("mask_rle", pa.string()),  # COCO compressed RLE counts of the chosen mask (size = height, width)
+        ("mask_bbox", pa.list_(pa.int32(), 4)),  # x0, y0, x1, y1 (exclusive) of the chosen mask
+        ("mask_area", pa.int64()),
+        ("dilated_area", pa.int64()),
+        ("changed_pixels", pa.int64()),  # pixels whose value differs from the input's
+        ("changed_outside", pa.int64()),  # of those, outside the dilated mask: 0 by construction
+        ("inserted_path", pa.string()),
+        ("mask_path", pa.string()),
+        ("suggestion_paths", pa.list_(pa.string())),
+        ("t_decode_s", pa.float64()),
+        ("t_layout_s", pa.float64()),
+        ("t_suggest_s", pa.float64()),
+        ("t_insert_s", pa.float64()),
+        ("t_write_s", pa.float64()),
+        ("status", pa.string()),  # inserted | rejected
+        ("reject_stage", pa.string()),  # read | decode | layout | suggest | insert | write
+        ("reject_reason", pa.string()),  # a stable code (docs/bulk_insert.md)
+        ("reject_detail", pa.string()),
+        ("created_at", pa.string()),
+        ("code_version", pa.string()),
+    ]
+)

@@ -1,0 +1,115 @@
+"""Prefect task for `bulk_insert`: the whole job as one task; the per-item fan-out is Ray Data's.
+
+    read (one task, on the driver's node) → decode (tasks) → layout → suggest → insert (actor pools) → write (tasks)
+
+Every stage is a function or class from `smartmask.bulk` mapped over Arrow batches of work rows (`WORK`).
+Each model stage is an actor pool: the pipeline is built inside each actor from plain arguments, so each model
+loads once per actor. Ray Data streams: the driver only iterates the small final rows coming out of `write` and
+commits them (`smartmask.bulk.store.Committer`), so its memory does not grow with the catalog.
+
+Ray Data's own progress bars are off; the job shows one bar (done / rejected / per second) from the rows it
+commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from smartmask.bulk.config import BulkConfig
+from smartmask.bulk.stages import InsertStage, LayoutStage, SuggestStage, decode_rows, read_catalog, work_table
+from smartmask.bulk.store import Committer, committed_keys
+from smartmask.bulk.write import write_rows
+from smartmask.progress import Progress
+
+
+def _read(batch: pa.Table, catalog: str, run_dir: str, config: dict) -> Iterator[pa.Table]:
+    done = committed_keys(Path(run_dir))
+    for rows in read_catalog(Path(catalog), BulkConfig.from_dict(config), done):
+        yield work_table(rows)
+
+
+def _decode(batch: pa.Table, config: dict, catalog_dir: str) -> pa.Table:
+    return work_table(decode_rows(batch.to_pylist(), BulkConfig.from_dict(config), catalog_dir))
+
+
+def _write(batch: pa.Table, run_dir: str, run: str, config: dict) -> pa.Table:
+    from smartmask.lake.schemas import INSERT_ITEMS
+
+    return pa.Table.from_pylist(write_rows(batch.to_pylist(), Path(run_dir), run, config), schema=INSERT_ITEMS)
+
+
+def _actor(stage_cls):
+    """A Ray Data callable class around a model stage: Arrow batch in, Arrow batch out."""
+
+    class Actor(stage_cls):
+        def __call__(self, batch: pa.Table) -> pa.Table:  # type: ignore[override]
+            return work_table(super().__call__(batch.to_pylist()))
+
+    Actor.__name__ = Actor.__qualname__ = stage_cls.__name__
+    return Actor
+
+
+BLOCK_BYTES = 64 * 1024  # ~100 catalog rows per block out of the reader; one decoded photo per block after it
+
+
+def build_dataset(catalog: Path, lake: Path, folder: Path, run: str, cfg: BulkConfig):
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.issue_detectors_config.detectors = []  # its memory advice is about the reader's key set, logged as noise
+    # Ray Data fills a block up to target_max_block_size before passing it on (128 MiB by default: the whole
+    # catalog's rows in one block, so no item would move until the reader finished and one worker would get them
+    # all). Small blocks keep items streaming through every stage in parallel.
+    ctx.target_max_block_size = BLOCK_BYTES
+    has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    d = cfg.to_dict()
+    # On this node (Ray's node-id label, as its own local-file reads do): the catalog is a file on this machine.
+    here = {ray._raylet.RAY_NODE_ID_KEY: ray.get_runtime_context().get_node_id()}
+    # One read task on this node: the catalog is a local file, and one reader sees every row (duplicates).
+    ds = ray.data.from_items([{"part": 0}]).map_batches(
+        _read, batch_size=1, batch_format="pyarrow", num_cpus=0.1, label_selector=here,
+        fn_kwargs={"catalog": str(catalog), "run_dir": str(folder), "config": d})
+    r = cfg.stage("decode")
+    ds = ds.map_batches(_decode, batch_size=r.batch_size, batch_format="pyarrow",
+                        compute=TaskPoolStrategy(size=r.concurrency), num_cpus=r.num_cpus,
+                        fn_kwargs={"config": d, "catalog_dir": str(catalog.parent)})
+    for name, cls in (("layout", LayoutStage), ("suggest", SuggestStage), ("insert", InsertStage)):
+        r = cfg.stage(name)
+        gpus = r.num_gpus if r.num_gpus is not None else (1 if has_gpu else 0)
+        ds = ds.map_batches(_actor(cls), batch_size=r.batch_size, batch_format="pyarrow",
+                            compute=ActorPoolStrategy(size=r.concurrency), num_cpus=r.num_cpus, num_gpus=gpus,
+                            fn_constructor_kwargs={"lake": str(lake), "config": d})
+    r = cfg.stage("write")
+    return ds.map_batches(_write, batch_size=r.batch_size, batch_format="pyarrow",
+                          compute=TaskPoolStrategy(size=r.concurrency), num_cpus=r.num_cpus, fn_kwargs={"run_dir": str(folder), "run": run, "config": d})
+
+
+def run_pipeline(catalog: Path, lake: Path, folder: Path, run: str, cfg: BulkConfig, total: int,
+                 already: int) -> dict:
+    """Stream every pending item through the stages and commit the rows; returns this attempt's counts."""
+    committer = Committer(folder, cfg.commit_every, cfg.commit_every_s)
+    ds = build_dataset(catalog, lake, folder, run, cfg)
+    with Progress(f"bulk-insert {run}", total=total, unit="items", initial=already) as bar:
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                committer.add(batch.to_pylist())
+                bar.advance(batch.num_rows, inserted=committer.inserted, rejected=committer.rejected)
+        finally:
+            committer.close()  # what came back is committed, also when the job fails or is interrupted
+    return {"inserted": committer.inserted, "rejected": committer.rejected,
+            "duplicates_dropped": committer.duplicates_dropped, "rejects_by_reason": dict(committer.reasons)}
+
+
+# Retried once: a job is resumable (committed keys are skipped), so a retry after a lost node redoes only the
+# items that were in flight.
+@task(name="bulk-insert-items", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def bulk_task(catalog: Path, lake: Path, folder: Path, run: str, cfg: BulkConfig, total: int, already: int) -> dict:
+    return run_pipeline(catalog, lake, folder, run, cfg, total, already)
