@@ -21,11 +21,22 @@ from prefect.states import Failed
 from smartmask.bulk.access import file_sha256
 from smartmask.bulk.catalog import CatalogError, check_catalog
 from smartmask.bulk.config import RUN_NAME, BulkConfig
-from smartmask.bulk.store import BulkIncomplete, BulkRefused, bulk_run_dir, committed_keys, finish, start_record
+from smartmask.bulk.store import (
+    BulkIncomplete,
+    BulkRefused,
+    bulk_run_dir,
+    committed_keys,
+    finish,
+    start_record,
+    sweep_temp_files,
+)
 from smartmask.bulk.write import BULK_CODE_VERSION
 from smartmask.lake.locks import LockHeld, lake_lock
 from smartmask.lake.paths import lake_root
 from smartmask.lake.render import format_table
+
+#: `BulkConfig.model_version` placeholder: the newest registered model, resolved when the run starts.
+NEWEST = "newest"
 
 
 def check_job(root: Path, catalog: Path, run: str, cfg: BulkConfig) -> tuple[str, int, dict]:
@@ -64,16 +75,37 @@ def check_job(root: Path, catalog: Path, run: str, cfg: BulkConfig) -> tuple[str
 def bulk_insert(catalog: str, run: str, config: BulkConfig, lake: str | None = None,
                 ray_address: str | None = None, lock_wait_s: float = 0.0) -> dict:
     """Returns the manifest (with `summary`, the printed table). Expected failures (a bad catalog, a run name
-    taken by another catalog, the run locked, rows not adding up) fail the run with their one line."""
+    taken by another catalog, the run locked, rows not adding up) fail the run with their one line.
+
+    `config.model_version == NEWEST` ("newest", e.g. from a `smartmask serve` deployment) is resolved here, when
+    the run starts, to the newest model registered in the lake (none registered: the run fails naming it); a
+    `{model}` in `run` becomes that version, so each model gets its own run."""
     from smartmask.inference.errors import BadInput
 
     root = lake_root(lake)
     path = Path(catalog).expanduser().resolve()
     try:
+        config = resolve_newest(root, config)
+        run = run.replace("{model}", config.model_version)
         fmt, rows, lineage = check_job(root, path, run, config)
         return _run(root, path, run, config, fmt, rows, lineage, ray_address, lock_wait_s)
     except (CatalogError, BulkRefused, BulkIncomplete, LockHeld, BadInput) as e:
         return Failed(message=str(e), data=e)
+
+
+def resolve_newest(root: Path, cfg: BulkConfig) -> BulkConfig:
+    """`cfg` with its NEWEST placeholder model version replaced by the newest registered one (BadInput if none)."""
+    import dataclasses
+
+    from smartmask.inference.errors import BadInput
+    from smartmask.registry import NotFound, resolve_model
+
+    if cfg.model_version not in ("", NEWEST):
+        return cfg
+    try:
+        return dataclasses.replace(cfg, model_version=resolve_model(root, None))
+    except NotFound as e:
+        raise BadInput(str(e), "model") from None
 
 
 def _run(root: Path, catalog: Path, run: str, cfg: BulkConfig, fmt: str, rows: int, lineage: dict,
@@ -88,6 +120,7 @@ def _run(root: Path, catalog: Path, run: str, cfg: BulkConfig, fmt: str, rows: i
             "config": cfg.to_dict(), "config_hash": cfg.config_hash(), "model_version": cfg.model_version,
             "model_lineage": lineage, "code_version": BULK_CODE_VERSION,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        sweep_temp_files(folder)  # what a killed attempt left mid-write
         already = len(committed_keys(folder))
         t0 = time.perf_counter()
         stats: dict = {"inserted": 0, "rejected": 0}
@@ -102,7 +135,8 @@ def _run(root: Path, catalog: Path, run: str, cfg: BulkConfig, fmt: str, rows: i
         manifest = finish(folder, rows, record, attempt)
     manifest["summary"] = summary_table(manifest, attempt)
     manifest["folder"] = str(folder)
-    get_run_logger().info("%s", manifest["summary"])
+    get_run_logger().info("bulk insertion run %s %s: %d in, %d inserted, %d rejected", run, manifest["status"],
+                          manifest["in"], manifest["inserted"], manifest["rejected"])
     return manifest
 
 

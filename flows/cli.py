@@ -229,14 +229,18 @@ def demo(lake: LakeOpt = None,
          train_budget: Annotated[float, typer.Option("--train-budget", help="seconds of training; 0 skips")] = 180.0,
          train_steps: Annotated[int | None, typer.Option(
              "--train-steps", min=0, max=10_000_000, help="train exactly this many steps instead of a time budget (0 skips)")] = None,
+         bulk_items: Annotated[int, typer.Option(
+             "--bulk-items", min=0, max=100_000, help="items in the bulk insertion run, 0..100,000 (0 skips)")] = 100,
          ) -> None:
-    """Run every stage on the embedded synthetic world: synth → rebuild → train → held-out checks → insert."""
+    """Run every stage on the embedded synthetic world: synth → rebuild → train → held-out checks → insert → bulk
+    insertion."""
     lake_folder(lake, writes=True)
     offline_defaults()
     from flows.demo import demo as demo_flow
 
     _start_prefect()
-    out = demo_flow(lake=lake, scenes=scenes, seed=seed, train_budget_s=train_budget, train_steps=train_steps)
+    out = demo_flow(lake=lake, scenes=scenes, seed=seed, train_budget_s=train_budget, train_steps=train_steps,
+                    bulk_items=bulk_items)
     typer.echo(out["report"])
     typer.echo(out["last_id"])
 

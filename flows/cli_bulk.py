@@ -15,7 +15,16 @@ from typing import Annotated
 
 import typer
 
-from flows.cli_app import SEED_MAX, LakeOpt, app, bad_input, device_option, lake_folder, offline_defaults, one_line
+from flows.cli_app import (
+    SEED_MAX,
+    LakeOpt,
+    app,
+    bad_input,
+    device_option,
+    lake_folder,
+    offline_defaults,
+    one_line,
+)
 from flows.cli_inference import N_MAX, STEPS_MAX, ModelOpt, SchedOpt, SegOpt, StepsOpt
 
 STAGE_KEYS = {"concurrency": int, "batch_size": int, "num_cpus": float, "num_gpus": float}
@@ -107,7 +116,8 @@ def bulk_insert(
                      seed=seed, steps=steps, scheduler=scheduler, allow_roots=tuple(roots), max_image_pixels=max_image_pixels,
                      allow_schemes=tuple(s.lower().removesuffix("://") for s in allow_scheme or []), device=device,
                      stages=parse_stage_options(stage or [], workers))
-    from flows.bulk_insert import bulk_insert as flow, check_job
+    from flows.bulk_insert import bulk_insert as flow
+    from flows.bulk_insert import check_job
 
     flags = {"model": "--model", "inpainter": "--inpainter", "segmenter": "--segmenter"}
     try:  # before Prefect and Ray start: a bad catalog or model costs no start-up

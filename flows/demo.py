@@ -5,7 +5,8 @@ preset on 2 Ray workers for a time budget (or a fixed step count) → register t
 the pipeline object: IoU of box-guided masks vs the box at 32×32
 → the product path on held-out scenes (`suggest` with a box, mask-free diversity, DPM-Solver 20 vs DDIM 50, at
 image resolution) → one `insert` with the `synthetic` inpainter (the world's own renderer, not a generative model),
-whose output must equal the input outside the dilated mask.
+whose output must equal the input outside the dilated mask → a bulk insertion run (flow `bulk_insert`, Ray Data)
+over `bulk_items` held-out items with their ground-truth layouts and the `synthetic` inpainter, its summary printed.
 
 The synthetic world is generated under `<lake>/raw/synth-seed<S>-n<N>/` (the images the dataset's rows point
 at must outlive the run) and skipped when already there; the rebuild of unchanged inputs is a no-op.
@@ -98,9 +99,34 @@ def insert_task(root: Path, model_version: str, dataset: str, dataset_version: s
             "identical_outside": bool(np.array_equal(done.image[outside], image[outside]))}
 
 
+@task(name="bulk-catalog", cache_policy=NO_CACHE)
+def bulk_catalog_task(root: Path, raw: Path, dataset_version: str, model_version: str, n: int) -> Path | None:
+    """A JSONL catalog of `n` held-out items (box / point / no guidance in turn), beside the world's images."""
+    from smartmask.bulk.synthetic import heldout_rows, write_jsonl
+
+    try:
+        rows = heldout_rows(root, "synth", dataset_version, n)
+    except ValueError:  # too few scenes for a held-out split
+        return None
+    return write_jsonl(rows, raw / f"bulk-catalog-{model_version}-n{n}.jsonl")
+
+
+def bulk_stage(root: Path, raw: Path, dataset_version: str, model_version: str, n: int) -> dict | None:
+    from flows.bulk_insert import bulk_insert
+    from smartmask.bulk.config import BulkConfig
+
+    catalog = bulk_catalog_task(root, raw, dataset_version, model_version, n)
+    if catalog is None:
+        return None
+    # 2 suggestions of 10 DPM steps: the bulk stage shows the machinery, in about a minute on 2 cores.
+    cfg = BulkConfig(model_version=model_version, inpainter="synthetic", n_suggestions=2, steps=10,
+                     allow_roots=(str(raw / "images"),))
+    return bulk_insert(str(catalog), f"demo-{model_version}-n{n}", cfg, str(root))
+
+
 @flow(name="demo")
 def demo(lake: str | None = None, scenes: int = 200, seed: int = 0, train_budget_s: float = 180.0,
-         train_steps: int | None = None) -> dict:
+         train_steps: int | None = None, bulk_items: int = 100) -> dict:
     """Returns the versions, every check's numbers and the printed report (the CLI prints it, then the last id).
 
     Training runs for `train_budget_s` seconds (what a user gets on their machine), or exactly `train_steps` steps
@@ -150,8 +176,13 @@ def demo(lake: str | None = None, scenes: int = 200, seed: int = 0, train_budget
         report.append(f"insert {ins['object']!r} into held-out image {ins['image_id']} (synthetic inpainter): "
                       f"{ins['changed_inside']} pixels changed, outside the dilated mask identical: "
                       f"{ins['identical_outside']} -> {ins['out']}")
+    bulk = bulk_stage(root, raw, version, mv, bulk_items) if bulk_items > 0 else None
+    if bulk:
+        report.append(bulk["summary"])
+        report.append(f"bulk insertion outputs: {bulk['folder']} (query them: SELECT * FROM insert_items WHERE run = "
+                      f"'{bulk['run']}')")
     return {"dataset_version": version, "model_version": mv, "heldout": check, "product_path": path, "insert": ins,
-            "report": "\n".join(report), "last_id": mv}
+            "bulk": bulk, "report": "\n".join(report), "last_id": mv}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`smartmask serve`: Prefect deployments with their schedules, from one TOML file (see `flows.serve_config`).
+"""`smartmask serve`: Prefect deployments with their schedules (or none: run on demand), from one TOML file (see
+`flows.serve_config`).
 
 `serve()` uses the Prefect server that `PREFECT_API_URL` names; when none is set it starts a local one on a
 free loopback port (`local_server`) for as long as it runs, then `prefect.serve()`s the deployments: each flow
@@ -175,7 +176,7 @@ def serve(config_path: str | os.PathLike | ServeConfig = DEFAULT_CONFIG, lake: s
             echo(f"Prefect UI: {ui}")
             echo(f"lake: {cfg.lake}")
             for d, e in zip(deployments, entries, strict=True):
-                echo(f"deployment {d.flow_name}/{d.name}: {e.schedule.describe()}")
+                echo(f"deployment {d.flow_name}/{d.name}: {describe_schedule(e, d)}")
             prefect.serve(*deployments, limit=cfg.max_concurrent_runs, print_starting_message=False)
     except KeyboardInterrupt:
         pass
@@ -183,6 +184,14 @@ def serve(config_path: str | os.PathLike | ServeConfig = DEFAULT_CONFIG, lake: s
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     echo("stopped")
+
+
+def describe_schedule(entry, deployment) -> str:
+    """The entry's schedule in words; entries without one (`schedule = None`) run only when triggered."""
+    if entry.schedule is None:
+        return (f"no schedule (run it from the Prefect UI or "
+                f"`prefect deployment run {deployment.flow_name}/{deployment.name}`)")
+    return entry.schedule.describe()
 
 
 def _main_thread() -> bool:

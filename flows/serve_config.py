@@ -19,6 +19,10 @@ Relative paths (`lake`, the source's FILE, `images`, an `instructblip:./DIR` tha
 are resolved against the config file's directory. Files are not required to exist when serving starts (a
 scheduled job may read a mount that appears later); a missing file fails that run, not the server.
 
+    [[bulk_insert]]                  # a bulk insertion run, no schedule (see `flows.serve_bulk`); deployment
+    name = "street"                  # `bulk_insert/bulk-<name>`, run from the Prefect UI or
+    catalog = "street.parquet"       # `prefect deployment run bulk_insert/bulk-street`
+
 Every mistake is a `ValueError` with one line naming the file, the entry and the key.
 
 Later stages add their own deployments to the same serve with `register_section(...)` (a new `[[key]]`
@@ -44,7 +48,7 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG = "smartmask.toml"
 SOURCE_KINDS = KINDS  # the annotation layouts smartmask.sources reads
 # Modules imported by `load_serve_config` so that their `register_section(...)` calls run (later stages).
-SECTION_MODULES: tuple[str, ...] = ()
+SECTION_MODULES: tuple[str, ...] = ("flows.serve_bulk",)
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -76,7 +80,8 @@ class RebuildSchedule:
 @dataclass(frozen=True, slots=True)
 class Section:
     """A kind of `[[key]]` table: `parse(table, where, base_dir)` → an entry with `.name` and `.schedule`
-    (raise ValueError naming `where` and the key), `build(entry, cfg)` → its RunnerDeployment."""
+    (a `Schedule`, or None: run on demand only; raise ValueError naming `where` and the key),
+    `build(entry, cfg)` → its RunnerDeployment."""
 
     key: str
     parse: Callable[[Mapping[str, Any], str, Path], Any]
@@ -106,6 +111,10 @@ class ServeConfig:
     @property
     def rebuild(self) -> tuple[RebuildSchedule, ...]:
         return self.section("rebuild")
+
+    @property
+    def bulk_insert(self) -> tuple[Any, ...]:  # flows.serve_bulk.BulkEntry
+        return self.section("bulk_insert")
 
 
 _TOP_LEVEL_KEYS = {"lake": str, "max_concurrent_runs": int}

@@ -21,7 +21,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from smartmask.bulk.config import BulkConfig
-from smartmask.bulk.stages import InsertStage, LayoutStage, SuggestStage, decode_rows, read_catalog, work_table
+from smartmask.bulk.stages import (
+    InsertStage,
+    LayoutStage,
+    SuggestStage,
+    decode_rows,
+    read_catalog,
+    work_table,
+)
 from smartmask.bulk.store import Committer, committed_keys
 from smartmask.bulk.write import write_rows
 from smartmask.progress import Progress
@@ -54,6 +61,24 @@ def _actor(stage_cls):
     return Actor
 
 
+def fit_to_cluster(cfg: BulkConfig, cpus: float) -> BulkConfig:
+    """Stages whose CPU requests add up to more than the cluster has would wait forever for the rest (actors hold
+    theirs): scale every request down to fit. Ray's CPUs are logical, so this changes placement, not the work."""
+    import dataclasses
+    import logging
+
+    stages = {n: cfg.stage(n) for n in ("decode", "layout", "suggest", "insert", "write")}
+    asked = READ_CPUS + sum(r.num_cpus * r.concurrency for r in stages.values())
+    if asked <= cpus:
+        return cfg
+    f = 0.95 * cpus / asked
+    logging.getLogger(__name__).warning("the stages ask for %.2f CPUs, the cluster has %.2f: scaled by %.2f",
+                                        asked, cpus, f)
+    return dataclasses.replace(cfg, stages={n: dataclasses.replace(r, num_cpus=r.num_cpus * f)
+                                            for n, r in stages.items()})
+
+
+READ_CPUS = 0.1
 BLOCK_BYTES = 64 * 1024  # ~100 catalog rows per block out of the reader; one decoded photo per block after it
 
 
@@ -70,12 +95,13 @@ def build_dataset(catalog: Path, lake: Path, folder: Path, run: str, cfg: BulkCo
     # all). Small blocks keep items streaming through every stage in parallel.
     ctx.target_max_block_size = BLOCK_BYTES
     has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    cfg = fit_to_cluster(cfg, ray.cluster_resources().get("CPU", 1.0))
     d = cfg.to_dict()
     # On this node (Ray's node-id label, as its own local-file reads do): the catalog is a file on this machine.
     here = {ray._raylet.RAY_NODE_ID_KEY: ray.get_runtime_context().get_node_id()}
     # One read task on this node: the catalog is a local file, and one reader sees every row (duplicates).
     ds = ray.data.from_items([{"part": 0}]).map_batches(
-        _read, batch_size=1, batch_format="pyarrow", num_cpus=0.1, label_selector=here,
+        _read, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS, label_selector=here,
         fn_kwargs={"catalog": str(catalog), "run_dir": str(folder), "config": d})
     r = cfg.stage("decode")
     ds = ds.map_batches(_decode, batch_size=r.batch_size, batch_format="pyarrow",
@@ -95,6 +121,9 @@ def build_dataset(catalog: Path, lake: Path, folder: Path, run: str, cfg: BulkCo
 def run_pipeline(catalog: Path, lake: Path, folder: Path, run: str, cfg: BulkConfig, total: int,
                  already: int) -> dict:
     """Stream every pending item through the stages and commit the rows; returns this attempt's counts."""
+    import logging
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its per-dataset INFO lines and the "bars off" warning
     committer = Committer(folder, cfg.commit_every, cfg.commit_every_s)
     ds = build_dataset(catalog, lake, folder, run, cfg)
     with Progress(f"bulk-insert {run}", total=total, unit="items", initial=already) as bar:

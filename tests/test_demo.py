@@ -19,6 +19,7 @@ STEPS = 400
 # resolution (`suggest --bbox`, rank-1 of 4).
 MARGIN_GRID = 0.02
 MARGIN_IMAGE = 0.02
+BULK_ITEMS = 24  # the CLI's demo runs 100; the stage's machinery is the same
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,7 @@ def test_demo_end_to_end_learns_to_beat_the_box(tmp_path, prefect_harness):
     from flows.demo import demo
 
     lake = tmp_path / "lake"
-    out = demo(lake=str(lake), train_steps=STEPS)
+    out = demo(lake=str(lake), train_steps=STEPS, bulk_items=BULK_ITEMS)
     print(out["report"])
     dataset_version, model_version = out["dataset_version"], out["model_version"]
     assert out["last_id"] == model_version
@@ -43,6 +44,13 @@ def test_demo_end_to_end_learns_to_beat_the_box(tmp_path, prefect_harness):
     assert path["maskfree_pairwise_iou"] < 0.9  # mask-free suggestions differ across seeds
     assert abs(path["dpm20_iou"] - path["ddim50_iou"]) <= 0.01  # both solvers solve the same ODE
     assert ins["identical_outside"] and ins["changed_inside"] > 0
+
+    bulk = out["bulk"]
+    assert bulk is not None and bulk["status"] == "complete" and bulk["in"] == BULK_ITEMS
+    assert bulk["inserted"] + bulk["rejected"] == BULK_ITEMS and bulk["inserted"] >= BULK_ITEMS - 2
+    rows = run_query(lake, "SELECT count(*) AS n, sum(changed_outside) AS outside FROM insert_items WHERE run = ?",
+                     [bulk["run"]]).to_pylist()[0]
+    assert rows == {"n": BULK_ITEMS, "outside": 0}
 
     grid_margin = grid["model_iou"] - grid["box_iou"]
     image_margin = path["bbox_iou"] - path["box_iou"]

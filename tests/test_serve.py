@@ -306,3 +306,170 @@ def test_serve_registers_schedule_and_runs_on_demand(tmp_path, prefect_server):
         assert out.read_text().rstrip().endswith("stopped")
         assert client.read_deployment_by_name(name).paused
     print(f"serve integration: {time.monotonic() - t0:.1f} s")
+
+
+# ------------------------------------------------------------------------------- [[bulk_insert]] (no server)
+
+BULK = """
+[[bulk_insert]]
+name = "street"
+catalog = "catalogs/street.csv"
+"""
+
+
+def _bulk(**kv) -> str:
+    base = {"name": '"street"', "catalog": '"street.csv"'}
+    base.update(kv)
+    return "[[bulk_insert]]\n" + "".join(f"{k} = {v}\n" for k, v in base.items() if v is not None)
+
+
+def test_bulk_insert_table_resolves_paths_and_builds_an_unscheduled_deployment(tmp_path, monkeypatch):
+    from flows.bulk_insert import NEWEST, bulk_insert
+    from smartmask.bulk.config import BulkConfig
+
+    monkeypatch.chdir("/")
+    cfg = load_serve_config(_write(tmp_path, GOOD + BULK + 'model = "m-1a2b"\n'
+                                   'inpainter = "./models/pipe"\nsegmenter = "../m2f"\n'
+                                   'allow_roots = ["images", "/srv/shared"]\nallow_schemes = ["S3://", "gs"]\n'
+                                   'n_suggestions = 3\nseed = 7\nsteps = 10\nray_address = "auto"\n'
+                                   + _bulk(name='"plain"', catalog='"/data/plain.parquet"')))
+    a, b = cfg.bulk_insert
+    assert (a.name, a.catalog, a.ray_address, a.schedule) == ("street", f"{tmp_path}/catalogs/street.csv", "auto",
+                                                              None)
+    expected = {"model_version": "m-1a2b", "inpainter": f"{tmp_path}/models/pipe",
+                "segmenter": str(tmp_path.parent / "m2f"), "allow_roots": [f"{tmp_path}/images", "/srv/shared"],
+                "allow_schemes": ["s3", "gs"], "n_suggestions": 3, "seed": 7, "steps": 10}
+    assert a.config_dict() == expected
+    # defaults: the newest model at run time, the default inpainter, nothing else given
+    assert b.config_dict() == {"model_version": NEWEST, "inpainter": "controlnet-sd15"}
+    assert b.catalog == "/data/plain.parquet" and b.ray_address is None
+
+    rebuild_dep, d1, d2 = build_deployments(cfg)
+    assert rebuild_dep.name == "rebuild-synth"
+    assert (d1.name, d1.flow_name, d2.name) == ("bulk-street", "bulk_insert", "bulk-plain")
+    assert d1.entrypoint == "flows.bulk_insert.bulk_insert" and set(d1.tags) == {"smartmask", "bulk_insert"}
+    assert d1.schedules == [] and d2.schedules == []
+    assert "prefect deployment run bulk_insert/bulk-street" in d1.description
+    assert d1.parameters == {"catalog": f"{tmp_path}/catalogs/street.csv", "run": "street", "config": expected,
+                             "lake": str(tmp_path / "lake"), "ray_address": "auto"}
+    assert d2.parameters == {"catalog": "/data/plain.parquet", "run": "plain-{model}", "lake": str(tmp_path / "lake"),
+                             "config": {"model_version": NEWEST, "inpainter": "controlnet-sd15"}}
+    json.dumps(d1.parameters)  # what the API stores
+    # the flow's own validation turns the plain dict back into a BulkConfig
+    bound = bulk_insert.validate_parameters(d1.parameters)
+    assert bound["config"] == BulkConfig(model_version="m-1a2b", inpainter=f"{tmp_path}/models/pipe",
+                                         segmenter=str(tmp_path.parent / "m2f"),
+                                         allow_roots=(f"{tmp_path}/images", "/srv/shared"),
+                                         allow_schemes=("s3", "gs"), n_suggestions=3, seed=7, steps=10)
+    assert bulk_insert.validate_parameters(d2.parameters)["config"].model_version == NEWEST
+
+
+def test_bulk_insert_inpainter_specs(tmp_path):
+    def inpainter(spec: str) -> str:
+        cfg = load_serve_config(_write(tmp_path, _bulk(inpainter=f'"{spec}"')))
+        return cfg.bulk_insert[0].config_dict()["inpainter"]
+
+    assert inpainter("synthetic") == "synthetic"
+    assert inpainter("controlnet-sdxl") == "controlnet-sdxl"
+    assert inpainter("sd-inpaint:org/base") == "sd-inpaint:org/base"  # hub ids as written
+    assert inpainter("controlnet-sd15:./base+org/cn") == f"controlnet-sd15:{tmp_path}/base+org/cn"
+    assert inpainter("controlnet-sd15:org/base+../cn") == f"controlnet-sd15:org/base+{tmp_path.parent}/cn"
+    assert inpainter("/models/pipe") == "/models/pipe"  # need not exist when serving starts
+
+
+def test_a_config_with_only_bulk_insert_tables_is_served(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMARTMASK_LAKE", str(tmp_path / "envlake"))
+    cfg = load_serve_config(_write(tmp_path, _bulk()))
+    assert cfg.rebuild == () and [e.name for e in cfg.bulk_insert] == ["street"]
+    (d,) = build_deployments(cfg)
+    assert d.name == "bulk-street" and d.schedules == [] and d.parameters["lake"] == str(tmp_path / "envlake")
+
+
+@pytest.mark.parametrize("text, needle", [
+    (_bulk(name=None), "missing key 'name'"),
+    (_bulk(catalog=None), "missing key 'catalog'"),
+    (_bulk(cron='"0 3 * * *"'), "unknown key 'cron'"),
+    (_bulk(run='"x"', modle='"m"'), "unknown keys 'modle', 'run'"),
+    (_bulk(name='"a/b"'), "'name' must be letters"),
+    (_bulk(name='"-x"'), "'name' must start with a letter or digit"),
+    (_bulk(catalog="3"), "'catalog' must be a string"),
+    (_bulk(model='""'), "'model' must not be empty"),
+    (_bulk(model="1"), "'model' must be a string"),
+    (_bulk(inpainter="true"), "'inpainter' must be a string"),
+    (_bulk(inpainter='"dalle"'), "'inpainter' must be KIND"),
+    (_bulk(inpainter='"synthetic:x"'), "'inpainter': inpainter 'synthetic' takes no source"),
+    (_bulk(inpainter='"sd-inpaint:a+b"'), "'inpainter': inpainter 'sd-inpaint' takes no ControlNet"),
+    (_bulk(segmenter="[1]"), "'segmenter' must be a string"),
+    (_bulk(allow_roots='"images"'), "'allow_roots' must be an array of non-empty strings"),
+    (_bulk(allow_roots='["a", 1]'), "'allow_roots' must be an array of non-empty strings"),
+    (_bulk(allow_schemes='[""]'), "'allow_schemes' must be an array of non-empty strings"),
+    (_bulk(allow_schemes='["s 3"]'), "'allow_schemes' must be URL schemes"),
+    (_bulk(n_suggestions='"4"'), "'n_suggestions' must be an integer"),
+    (_bulk(n_suggestions="0"), "'n_suggestions' must be 1..64"),
+    (_bulk(n_suggestions="65"), "'n_suggestions' must be 1..64"),
+    (_bulk(seed="-1"), "'seed' must be 0..4294967295"),
+    (_bulk(seed="1.5"), "'seed' must be an integer"),
+    (_bulk(steps="0"), "'steps' must be 1..1000"),
+    (_bulk(steps="true"), "'steps' must be an integer"),
+    (_bulk(ray_address="1"), "'ray_address' must be a string"),
+    (_bulk() + _bulk(catalog='"other.csv"'), "duplicate name 'street'"),
+    ('bulk_insert = "x"\n', "'bulk_insert' must be an array of tables"),
+])
+def test_each_bad_bulk_insert_field_is_one_line_naming_it(tmp_path, text, needle):
+    p = _write(tmp_path, text)
+    with pytest.raises(ValueError) as ei:
+        load_serve_config(p)
+    msg = str(ei.value)
+    assert needle in msg and "\n" not in msg and str(p) in msg
+
+
+def test_bulk_insert_errors_name_the_entry(tmp_path):
+    p = _write(tmp_path, GOOD + _bulk(name='"one"') + _bulk(name='"two"', steps='"many"'))
+    with pytest.raises(ValueError, match=r"\[\[bulk_insert\]\] #2 \('two'\): 'steps' must be an integer"):
+        load_serve_config(p)
+    with pytest.raises(ValueError, match=r"nothing to serve: add at least one \[\[rebuild\]\] or \[\[bulk_insert\]\]"):
+        load_serve_config(_write(tmp_path, 'lake = "x"\n'))
+
+
+def test_serve_prints_no_schedule_for_bulk_insert_deployments(tmp_path, monkeypatch):
+    import prefect
+
+    import flows.serve as serve_mod
+
+    served = []
+
+    @contextlib.contextmanager
+    def fake_server():
+        yield "http://127.0.0.1:1"
+
+    monkeypatch.setattr(serve_mod, "local_server", fake_server)
+    monkeypatch.setattr(prefect, "serve", lambda *ds, **kw: served.extend(ds))
+    lines: list[str] = []
+    serve_mod.serve(_write(tmp_path, GOOD + _bulk()), echo=lines.append)
+    assert [d.name for d in served] == ["rebuild-synth", "bulk-street"]
+    assert "deployment rebuild_dataset/rebuild-synth: cron '0 3 * * *' (UTC)" in lines
+    assert ("deployment bulk_insert/bulk-street: no schedule (run it from the Prefect UI or "
+            "`prefect deployment run bulk_insert/bulk-street`)") in lines
+    assert lines[-1] == "stopped"
+
+
+def test_bulk_insert_flow_resolves_newest_when_the_run_starts(tmp_path):
+    from flows.bulk_insert import NEWEST, bulk_insert, resolve_newest
+    from smartmask.bulk.config import BulkConfig
+    from smartmask.inference.errors import BadInput
+
+    lake = tmp_path / "lake"
+    cfg = BulkConfig(model_version=NEWEST)
+    with pytest.raises(BadInput, match="no model is registered") as ei:
+        resolve_newest(lake, cfg)
+    assert ei.value.field == "model"
+    # the flow turns it into a failed run with that one line, before reading the catalog
+    state = bulk_insert.fn(str(tmp_path / "missing.csv"), "street", cfg, str(lake))
+    assert state.is_failed() and "no model is registered" in state.message
+    for version, created in (("m-old", "2024-01-01T00:00:00Z"), ("m-new", "2024-06-01T00:00:00Z")):
+        d = lake / "models" / f"version={version}"
+        d.mkdir(parents=True)
+        (d / "lineage.json").write_text(json.dumps({"version": version, "created_at": created}))
+    assert resolve_newest(lake, cfg) == BulkConfig(model_version="m-new")
+    pinned = BulkConfig(model_version="m-old")
+    assert resolve_newest(lake, pinned) is pinned

@@ -73,7 +73,7 @@ def check_catalog(path: str | Path) -> tuple[str, int]:
         _check_columns(p, f.schema_arrow.names)
         return fmt, f.metadata.num_rows
     if fmt == "csv":
-        with open(p, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        with open(p, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
             header = next(csv.reader(fh), None)
         if not header:
             raise CatalogError(f"{p.name}: empty CSV (no header row)")
@@ -119,7 +119,7 @@ def iter_rows(path: Path, batch_rows: int = 1024) -> Iterator[tuple[int, dict | 
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict | None, Reject | None]]:
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
         reader = csv.reader(fh)
         header = [h.strip() for h in next(reader, [])]
         while True:
@@ -142,10 +142,17 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict | None, Reject | None]]:
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | None, Reject | None]]:
     with open(path, "rb") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if len(line) > MAX_ROW_BYTES:
-                yield line_no, None, Reject("read", "row_too_large", f"{len(line):,} bytes (limit {MAX_ROW_BYTES:,})")
+        line_no = 0
+        while line := fh.readline(MAX_ROW_BYTES + 1):  # bounded: a file without newlines is not read whole
+            line_no += 1
+            if len(line) > MAX_ROW_BYTES and not line.endswith(b"\n"):
+                size = len(line)
+                while (rest := fh.readline(1 << 20)) and (size := size + len(rest)) and not rest.endswith(b"\n"):
+                    pass
+                yield line_no, None, Reject("read", "row_too_large", f"{size:,} bytes (limit {MAX_ROW_BYTES:,})")
                 continue
+            if line_no == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (Windows editors write one)
             if not line.strip():
                 continue
             try:
@@ -202,7 +209,7 @@ def _int(raw: dict, key: str, default: int, lo: int, hi: int) -> int:
         return default
     try:
         f = float(v) if not isinstance(v, bool) else math.nan
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise _Bad("bad_value", f"{key} must be an integer, got {str(v)[:40]!r}") from None
     if not f.is_integer() or not lo <= f <= hi:
         raise _Bad("bad_value", f"{key} must be an integer in {lo}..{hi}, got {str(v)[:40]}")
@@ -222,7 +229,10 @@ def _numbers(raw: dict, key: str, counts: tuple[int, ...]) -> list[float] | None
     if not isinstance(v, list | tuple) or len(v) not in counts or any(
             isinstance(t, bool) or not isinstance(t, int | float) for t in v):
         raise _Bad("bad_guidance", f"{key} must be {_shape(counts)} numbers, got {str(raw[key])[:60]!r}")
-    out = [float(t) for t in v]
+    try:
+        out = [float(t) for t in v]
+    except OverflowError:  # a JSON integer with hundreds of digits
+        raise _Bad("bad_guidance", f"{key} has a number too large: {str(raw[key])[:60]}") from None
     if not all(math.isfinite(t) for t in out):
         raise _Bad("bad_guidance", f"{key} has a non-finite number: {out}")
     return out

@@ -67,7 +67,10 @@ class BulkConfig:
     """Everything a bulk run needs besides the catalog and the lake. Per-item values (n_suggestions, seed) come
     from the catalog row, with `n_suggestions`/`seed` here as the defaults for rows that leave them empty."""
 
-    model_version: str  # resolved (the CLI turns --model or "newest" into a version before building this)
+    # resolved (the CLI turns --model or "newest" into a version before building this); the `bulk_insert` flow
+    # also takes the literal "newest" (flows.bulk_insert.NEWEST, what `smartmask serve` deployments without a
+    # `model` pass) and resolves it to the newest registered model when the run starts
+    model_version: str
     segmenter: str | None = None  # Mask2Former dir or hub id; rows with layout_from need none
     inpainter: str = "controlnet-sd15"
     inpaint: InpaintConfig = field(default_factory=InpaintConfig)

@@ -57,6 +57,17 @@ def start_record(folder: Path, record: dict) -> dict:
     return record
 
 
+def sweep_temp_files(folder: Path) -> int:
+    """Remove the temp files a killed attempt left mid-write (`.<name>.tmp…`: never a final name, never read);
+    returns how many. Walks the run folder once per start."""
+    n = 0
+    if folder.exists():
+        for p in folder.rglob(".*.tmp*"):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 def part_files(folder: Path) -> list[Path]:
     return sorted((folder / "items").glob("part-*.parquet"))
 
@@ -70,7 +81,8 @@ def committed_keys(folder: Path) -> set[str]:
 
 class Committer:
     """Buffers final rows and commits them as Parquet parts: every `every` rows, every `every_s` seconds, and at
-    `close`. Rows whose key was already committed by this run are dropped (counted in `duplicates_dropped`)."""
+    `close`. Rows whose key this attempt already committed are dropped (counted in `duplicates_dropped`); keys of
+    earlier attempts never arrive (the reader skips them), and `finish` counts any duplicate that slipped by."""
 
     def __init__(self, folder: Path, every: int = 256, every_s: float = 10.0):
         self.folder, self.every, self.every_s = folder, every, every_s

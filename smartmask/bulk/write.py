@@ -71,6 +71,7 @@ def _write_files(row: dict, run_dir: Path) -> dict:
     return {"inserted_path": str(rel / "inserted.png"), "mask_path": str(rel / "mask.png"),
             "suggestion_paths": [str(rel / p.name) for p in paths], "mask_rle": chosen["rle"],
             "mask_bbox": chosen["bbox"], "mask_area": int(mask.sum()), "dilated_area": int(dilated.sum()),
+            "dilated_rle": masks.encode(dilated)["counts"],
             "changed_pixels": int(changed.sum()), "changed_outside": int((changed & ~dilated).sum()),
             "scores": [s["score"] for s in sugg]}
 
@@ -88,7 +89,7 @@ def _final_row(row: dict, cfg, chash: str, files: dict) -> dict:
         "model_version": cfg.model_version, "config_hash": chash, "inpainter": cfg.inpainter,
         "segmenter": cfg.segmenter, "image_sha256": row.get("image_sha256"), "width": row.get("width"),
         "height": row.get("height"), "chosen_rank": row.get("chosen_rank") if ok else None,
-        **{k: files.get(k) for k in ("scores", "mask_rle", "mask_bbox", "mask_area", "dilated_area",
+        **{k: files.get(k) for k in ("scores", "mask_rle", "mask_bbox", "mask_area", "dilated_area", "dilated_rle",
                                      "changed_pixels", "changed_outside", "inserted_path", "mask_path",
                                      "suggestion_paths")},
         **{f"t_{s}_s": timings.get(s) for s in ("decode", "layout", "suggest", "insert")},

@@ -170,6 +170,7 @@ INSERT_ITEMS = pa.schema(
         ("mask_bbox", pa.list_(pa.int32(), 4)),  # x0, y0, x1, y1 (exclusive) of the chosen mask
         ("mask_area", pa.int64()),
         ("dilated_area", pa.int64()),
+        ("dilated_rle", pa.string()),  # RLE counts of the dilated mask: outside it the output equals the input
         ("changed_pixels", pa.int64()),  # pixels whose value differs from the input's
         ("changed_outside", pa.int64()),  # of those, outside the dilated mask: 0 by construction
         ("inserted_path", pa.string()),
