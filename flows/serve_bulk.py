@@ -11,6 +11,7 @@
     n_suggestions = 4                # optional, 1..64, for rows that leave it empty
     seed = 0                         # optional, 0..2**32-1, for rows that leave it empty
     steps = 20                       # optional, 1..1000 sampling steps
+    workers = 2                      # optional, 1..1024: tasks/actors per stage (the CLI's --workers)
     ray_address = "auto"             # optional: join this Ray cluster (default: a local Ray)
 
 Nothing runs on a timer: trigger a run from the Prefect UI or `prefect deployment run bulk_insert/bulk-<name>`.
@@ -18,9 +19,10 @@ Relative paths (`catalog`, `allow_roots`, and an inpainter / segmenter source wr
 are resolved against the config file's directory; none has to exist when serving starts (a missing one fails
 that run, with its one line, not the server).
 
-The run name is fixed per table, and a run name keeps the catalog and settings of its first start: a later
-trigger resumes that run, and one whose settings changed since (e.g. a newer model when `model` is absent) is
-refused; give the table a new `name` to start a new run.
+A run name keeps the catalog and settings of its first start, and a later trigger resumes that run. With `model`
+given the run is `<name>`; without it, `<name>-<model version>` (the newest model when the run starts), so a
+trigger after a new model is registered starts that model's own run instead of being refused. A table whose
+catalog changed needs a new `name`.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ NEWEST = "newest"  # = flows.bulk_insert.NEWEST (not imported here: parsing the 
 # BulkConfig integer fields settable from the file: name → (minimum, maximum), the CLI's bounds
 INT_FIELDS = {"n_suggestions": (1, 64), "seed": (0, 2**32 - 1), "steps": (1, 1000)}
 BULK_KEYS = {"name", "catalog", "model", "inpainter", "segmenter", "allow_roots", "allow_schemes", "ray_address",
-             *INT_FIELDS}
+             "workers", *INT_FIELDS}
 _PATH_PREFIXES = ("./", "../", "~")
 _SCHEME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789+-.")
 
@@ -134,6 +136,15 @@ def parse_bulk(table: Mapping[str, Any], where: str, base: Path) -> BulkEntry:
         if not lo <= v <= hi:
             raise ValueError(f"{where}: '{key}' must be {lo}..{hi}, got {v}")
         config[key] = v
+    workers = optional(table, "workers", where, int)
+    if workers is not None:
+        if not 1 <= workers <= 1024:
+            raise ValueError(f"{where}: 'workers' must be 1..1024, got {workers}")
+        import dataclasses
+
+        from smartmask.bulk.config import default_stages
+
+        config["stages"] = {k: dataclasses.asdict(r) for k, r in default_stages(workers).items()}
     ray_address = optional(table, "ray_address", where)
     return BulkEntry(name=name, catalog=str(catalog), config=tuple(sorted(config.items())),
                      ray_address=ray_address.strip() if ray_address else None)

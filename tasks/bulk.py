@@ -20,7 +20,7 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from smartmask.bulk.config import BulkConfig
+from smartmask.bulk.config import MODEL_STAGES, BulkConfig
 from smartmask.bulk.stages import (
     InsertStage,
     LayoutStage,
@@ -61,21 +61,29 @@ def _actor(stage_cls):
     return Actor
 
 
-def fit_to_cluster(cfg: BulkConfig, cpus: float) -> BulkConfig:
-    """Stages whose CPU requests add up to more than the cluster has would wait forever for the rest (actors hold
-    theirs): scale every request down to fit. Ray's CPUs are logical, so this changes placement, not the work."""
+def fit_to_cluster(cfg: BulkConfig, cpus: float, gpus: float) -> BulkConfig:
+    """Stages whose requests add up to more than the cluster has would wait forever for the rest (actors hold
+    theirs): scale the CPU requests down to fit, and the model actors' GPU requests too (one GPU per actor when
+    there are enough, else they share). Sets every `num_gpus` (None: one GPU per model actor when there is a GPU)."""
     import dataclasses
     import logging
 
+    log = logging.getLogger(__name__)
     stages = {n: cfg.stage(n) for n in ("decode", "layout", "suggest", "insert", "write")}
+    stages = {n: dataclasses.replace(r, num_gpus=r.num_gpus if r.num_gpus is not None else
+                                     (1.0 if gpus >= 1 and n in MODEL_STAGES else 0.0)) for n, r in stages.items()}
     asked = READ_CPUS + sum(r.num_cpus * r.concurrency for r in stages.values())
-    if asked <= cpus:
-        return cfg
-    f = 0.95 * cpus / asked
-    logging.getLogger(__name__).warning("the stages ask for %.2f CPUs, the cluster has %.2f: scaled by %.2f",
-                                        asked, cpus, f)
-    return dataclasses.replace(cfg, stages={n: dataclasses.replace(r, num_cpus=r.num_cpus * f)
-                                            for n, r in stages.items()})
+    if asked > cpus:
+        f = 0.95 * cpus / asked
+        log.warning("the stages ask for %.2f CPUs, the cluster has %.2f: scaled by %.2f", asked, cpus, f)
+        stages = {n: dataclasses.replace(r, num_cpus=r.num_cpus * f) for n, r in stages.items()}
+    asked_gpus = sum(r.num_gpus * r.concurrency for r in stages.values())
+    if asked_gpus > gpus > 0:
+        f = gpus / asked_gpus
+        log.warning("the model actors ask for %.2f GPUs, the cluster has %.0f: they share them (x%.2f)",
+                    asked_gpus, gpus, f)
+        stages = {n: dataclasses.replace(r, num_gpus=r.num_gpus * f) for n, r in stages.items()}
+    return dataclasses.replace(cfg, stages=stages)
 
 
 READ_CPUS = 0.1
@@ -94,8 +102,8 @@ def build_dataset(catalog: Path, lake: Path, folder: Path, run: str, cfg: BulkCo
     # catalog's rows in one block, so no item would move until the reader finished and one worker would get them
     # all). Small blocks keep items streaming through every stage in parallel.
     ctx.target_max_block_size = BLOCK_BYTES
-    has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
-    cfg = fit_to_cluster(cfg, ray.cluster_resources().get("CPU", 1.0))
+    res = ray.cluster_resources()
+    cfg = fit_to_cluster(cfg, res.get("CPU", 1.0), res.get("GPU", 0.0))
     d = cfg.to_dict()
     # On this node (Ray's node-id label, as its own local-file reads do): the catalog is a file on this machine.
     here = {ray._raylet.RAY_NODE_ID_KEY: ray.get_runtime_context().get_node_id()}
@@ -109,9 +117,8 @@ def build_dataset(catalog: Path, lake: Path, folder: Path, run: str, cfg: BulkCo
                         fn_kwargs={"config": d, "catalog_dir": str(catalog.parent)})
     for name, cls in (("layout", LayoutStage), ("suggest", SuggestStage), ("insert", InsertStage)):
         r = cfg.stage(name)
-        gpus = r.num_gpus if r.num_gpus is not None else (1 if has_gpu else 0)
         ds = ds.map_batches(_actor(cls), batch_size=r.batch_size, batch_format="pyarrow",
-                            compute=ActorPoolStrategy(size=r.concurrency), num_cpus=r.num_cpus, num_gpus=gpus,
+                            compute=ActorPoolStrategy(size=r.concurrency), num_cpus=r.num_cpus, num_gpus=r.num_gpus,
                             fn_constructor_kwargs={"lake": str(lake), "config": d})
     r = cfg.stage("write")
     return ds.map_batches(_write, batch_size=r.batch_size, batch_format="pyarrow",

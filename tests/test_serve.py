@@ -473,3 +473,17 @@ def test_bulk_insert_flow_resolves_newest_when_the_run_starts(tmp_path):
     assert resolve_newest(lake, cfg) == BulkConfig(model_version="m-new")
     pinned = BulkConfig(model_version="m-old")
     assert resolve_newest(lake, pinned) is pinned
+
+
+def test_bulk_insert_table_workers_sets_every_stage(tmp_path):
+    from flows.bulk_insert import bulk_insert
+
+    cfg = load_serve_config(_write(tmp_path, _bulk(workers=3)))
+    (entry,) = cfg.bulk_insert
+    d = build_deployments(cfg)[0]
+    got = bulk_insert.validate_parameters(d.parameters)["config"]
+    assert {n: r.concurrency for n, r in got.stages.items()} == {n: 3 for n in
+                                                                 ("decode", "layout", "suggest", "insert", "write")}
+    for bad in ("0", '"two"', "2000"):
+        with pytest.raises(ValueError, match="'workers'"):
+            load_serve_config(_write(tmp_path, _bulk(workers=bad)))

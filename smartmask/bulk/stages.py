@@ -123,7 +123,7 @@ def decode_rows(rows: list[dict], cfg: BulkConfig, catalog_dir: str) -> list[dic
         except BadInput as e:
             _reject(row, "decode", _image_reason(str(e)), str(e))
             continue
-        except OSError as e:  # a remote read that failed
+        except Exception as e:  # noqa: BLE001 - a remote read that failed (network, a missing fsspec back end, ...)
             _reject(row, "decode", "image_unreadable", f"{type(e).__name__}: {e}")
             continue
         H, W = pixels.shape[:2]
@@ -139,7 +139,10 @@ def decode_rows(rows: list[dict], cfg: BulkConfig, catalog_dir: str) -> list[dic
         except AccessDenied as e:
             _reject(row, "decode", e.reason, f"scribble: {e}")
             continue
-        except BadInput as e:
+        except Exception as e:  # noqa: BLE001 - a remote scribble that could not be read
+            if not isinstance(e, BadInput):
+                _reject(row, "decode", "bad_guidance", f"scribble: {type(e).__name__}: {e}")
+                continue
             reason = {"box": "box_outside_image", "point": "point_outside_image"}.get(e.field, "bad_guidance")
             if e.field in ("box", "point") and "outside" not in str(e):
                 reason = "bad_guidance"
@@ -230,7 +233,12 @@ class LayoutStage(_ModelStage):
                              layout_only=True)
 
     def _one(self, row: dict, item: dict) -> None:
-        scene = self.pipe.layout(image_of(row) if not item["layout_from"] else None, item["layout_from"])
+        from smartmask.registry import NotFound
+
+        try:
+            scene = self.pipe.layout(image_of(row) if not item["layout_from"] else None, item["layout_from"])
+        except NotFound as e:  # the dataset of a layout_from reference is not in the lake
+            raise BadInput(str(e), "layout") from None
         if (scene.height, scene.width) != (row["height"], row["width"]):
             raise BadInput(f"layout {item['layout_from']} is {scene.width}x{scene.height}, the image "
                            f"{row['width']}x{row['height']}", "layout")
