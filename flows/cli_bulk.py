@@ -32,14 +32,14 @@ STAGE_KEYS = {"concurrency": int, "batch_size": int, "num_cpus": float, "num_gpu
 
 def parse_stage_options(values: list[str], workers: int) -> dict:
     """`--stage suggest:concurrency=2 --stage insert:num_gpus=0.5` on top of the defaults for `workers`."""
-    from smartmask.bulk.config import STAGES, StageResources, default_stages
+    from smartmask.bulk.config import STAGE_SETTINGS, StageResources, default_stages
 
     stages = default_stages(workers)
     for v in values:
         name, sep, rest = v.partition(":")
         key, eq, val = rest.partition("=")
-        if not sep or not eq or name not in STAGES[1:] or key not in STAGE_KEYS:
-            raise bad_input(f"--stage: expected STAGE:KEY=VALUE with STAGE one of {', '.join(STAGES[1:])} and KEY "
+        if not sep or not eq or name not in STAGE_SETTINGS or key not in STAGE_KEYS:
+            raise bad_input(f"--stage: expected STAGE:KEY=VALUE with STAGE one of {', '.join(STAGE_SETTINGS)} and KEY "
                             f"one of {', '.join(STAGE_KEYS)}, got {v!r}")
         try:
             num = STAGE_KEYS[key](val)
@@ -67,9 +67,13 @@ def bulk_insert(
         "--ray-address", help="join this Ray cluster (auto | HOST:PORT | ray://HOST:PORT); default: a local Ray")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, max=1024, help="tasks/actors per stage, 1..1024")] = 1,
+    placement: Annotated[str, typer.Option(
+        "--placement", help="auto (fused without GPUs, else staged) | fused (all stages in one actor per worker) | "
+                            "staged (each stage its own tasks/actors)")] = "auto",
     stage: Annotated[list[str] | None, typer.Option(
         "--stage", help="STAGE:KEY=VALUE, e.g. suggest:concurrency=2 or insert:num_gpus=0.5 (repeatable; stages "
-                        "decode layout suggest insert write; keys concurrency batch_size num_cpus num_gpus)")] = None,
+                        "decode layout suggest insert write (staged), fused; keys concurrency batch_size num_cpus "
+                        "num_gpus)")] = None,
     n: Annotated[int, typer.Option("--n", min=1, max=N_MAX, help="suggestions per item unless the row says")] = 4,
     seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="seed unless the row says")] = 0,
     steps: StepsOpt = 20,
@@ -92,6 +96,8 @@ def bulk_insert(
     offline_defaults()
     root = lake_folder(lake, writes=True)
     device = device_option(device)
+    if placement not in ("auto", "fused", "staged"):
+        raise bad_input(f"--placement: must be auto, fused or staged, got {placement!r}")
     if scheduler not in ("dpm", "ddim"):
         raise bad_input(f"--scheduler: must be dpm or ddim, got {scheduler!r}")
     roots = []
@@ -115,7 +121,7 @@ def bulk_insert(
     cfg = BulkConfig(model_version=version, segmenter=segmenter, inpainter=inpainter, inpaint=icfg, n_suggestions=n,
                      seed=seed, steps=steps, scheduler=scheduler, allow_roots=tuple(roots), max_image_pixels=max_image_pixels,
                      allow_schemes=tuple(s.lower().removesuffix("://") for s in allow_scheme or []), device=device,
-                     stages=parse_stage_options(stage or [], workers))
+                     placement=placement, stages=parse_stage_options(stage or [], workers))
     from flows.bulk_insert import bulk_insert as flow
     from flows.bulk_insert import check_job
 

@@ -12,6 +12,7 @@
     seed = 0                         # optional, 0..2**32-1, for rows that leave it empty
     steps = 20                       # optional, 1..1000 sampling steps
     workers = 2                      # optional, 1..1024: tasks/actors per stage (the CLI's --workers)
+    placement = "auto"               # optional: auto | fused | staged (the CLI's --placement)
     ray_address = "auto"             # optional: join this Ray cluster (default: a local Ray)
 
 Nothing runs on a timer: trigger a run from the Prefect UI or `prefect deployment run bulk_insert/bulk-<name>`.
@@ -50,7 +51,7 @@ NEWEST = "newest"  # = flows.bulk_insert.NEWEST (not imported here: parsing the 
 # BulkConfig integer fields settable from the file: name → (minimum, maximum), the CLI's bounds
 INT_FIELDS = {"n_suggestions": (1, 64), "seed": (0, 2**32 - 1), "steps": (1, 1000)}
 BULK_KEYS = {"name", "catalog", "model", "inpainter", "segmenter", "allow_roots", "allow_schemes", "ray_address",
-             "workers", *INT_FIELDS}
+             "workers", "placement", *INT_FIELDS}
 _PATH_PREFIXES = ("./", "../", "~")
 _SCHEME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789+-.")
 
@@ -145,6 +146,11 @@ def parse_bulk(table: Mapping[str, Any], where: str, base: Path) -> BulkEntry:
         from smartmask.bulk.config import default_stages
 
         config["stages"] = {k: dataclasses.asdict(r) for k, r in default_stages(workers).items()}
+    placement = optional(table, "placement", where)
+    if placement is not None:
+        if placement not in ("auto", "fused", "staged"):
+            raise ValueError(f"{where}: 'placement' must be auto, fused or staged, got {placement!r}")
+        config["placement"] = placement
     ray_address = optional(table, "ray_address", where)
     return BulkEntry(name=name, catalog=str(catalog), config=tuple(sorted(config.items())),
                      ray_address=ray_address.strip() if ray_address else None)

@@ -1,6 +1,7 @@
 """Prefect task for `bulk_insert`: the whole job as one task; the per-item fan-out is Ray Data's.
 
     read (one task, on the driver's node) → decode (tasks) → layout → suggest → insert (actor pools) → write (tasks)
+    read (one task, on the driver's node) → all stages in one actor per replica           (the fused placement)
 
 Every stage is a function or class from `smartmask.bulk` mapped over Arrow batches of work rows (`WORK`).
 Each model stage is an actor pool: the pipeline is built inside each actor from plain arguments, so each model
@@ -22,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 
 from smartmask.bulk.config import MODEL_STAGES, BulkConfig
 from smartmask.bulk.stages import (
+    AllStages,
     InsertStage,
     LayoutStage,
     SuggestStage,
@@ -61,17 +63,19 @@ def _actor(stage_cls):
     return Actor
 
 
-def fit_to_cluster(cfg: BulkConfig, cpus: float, gpus: float) -> BulkConfig:
+def fit_to_cluster(cfg: BulkConfig, names: tuple[str, ...], cpus: float, gpus: float) -> BulkConfig:
     """Stages whose requests add up to more than the cluster has would wait forever for the rest (actors hold
-    theirs): scale the CPU requests down to fit, and the model actors' GPU requests too (one GPU per actor when
-    there are enough, else they share). Sets every `num_gpus` (None: one GPU per model actor when there is a GPU)."""
+    theirs): scale the CPU requests of the stages in use (`names`) down to fit, and the model actors' GPU requests
+    too (one GPU per actor when there are enough, else they share). Sets every `num_gpus` (None: one GPU per model
+    actor when the cluster has a GPU)."""
     import dataclasses
     import logging
 
     log = logging.getLogger(__name__)
-    stages = {n: cfg.stage(n) for n in ("decode", "layout", "suggest", "insert", "write")}
+    stages = {n: cfg.stage(n) for n in names}
     stages = {n: dataclasses.replace(r, num_gpus=r.num_gpus if r.num_gpus is not None else
-                                     (1.0 if gpus >= 1 and n in MODEL_STAGES else 0.0)) for n, r in stages.items()}
+                                     (1.0 if gpus >= 1 and n in (*MODEL_STAGES, "fused") else 0.0))
+              for n, r in stages.items()}
     asked = READ_CPUS + sum(r.num_cpus * r.concurrency for r in stages.values())
     if asked > cpus:
         f = 0.95 * cpus / asked
@@ -83,11 +87,28 @@ def fit_to_cluster(cfg: BulkConfig, cpus: float, gpus: float) -> BulkConfig:
         log.warning("the model actors ask for %.2f GPUs, the cluster has %.0f: they share them (x%.2f)",
                     asked_gpus, gpus, f)
         stages = {n: dataclasses.replace(r, num_gpus=r.num_gpus * f) for n, r in stages.items()}
-    return dataclasses.replace(cfg, stages=stages)
+    return dataclasses.replace(cfg, stages={**cfg.stages, **stages})
+
+
+def placement(cfg: BulkConfig, gpus: float) -> str:
+    """`auto` → fused on CPUs (one process per pipeline replica: no image crosses processes, no five processes
+    time-sliced on the same cores), staged with GPUs (each model stage scales and takes GPUs on its own)."""
+    if cfg.placement != "auto":
+        return cfg.placement
+    return "staged" if gpus >= 1 else "fused"
 
 
 READ_CPUS = 0.1
-BLOCK_BYTES = 64 * 1024  # ~100 catalog rows per block out of the reader; one decoded photo per block after it
+BLOCK_BYTES = 16 * 1024  # ~40 catalog rows per block out of the reader (one decoded photo per block after it)
+
+
+class _Fused(AllStages):
+    """Every stage in one actor (the fused placement): Arrow work rows in, Arrow `insert_items` rows out."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:  # type: ignore[override]
+        from smartmask.lake.schemas import INSERT_ITEMS
+
+        return pa.Table.from_pylist(super().__call__(batch.to_pylist()), schema=INSERT_ITEMS)
 
 
 def build_dataset(catalog: Path, lake: Path, folder: Path, run: str, cfg: BulkConfig):
@@ -100,10 +121,14 @@ def build_dataset(catalog: Path, lake: Path, folder: Path, run: str, cfg: BulkCo
     ctx.issue_detectors_config.detectors = []  # its memory advice is about the reader's key set, logged as noise
     # Ray Data fills a block up to target_max_block_size before passing it on (128 MiB by default: the whole
     # catalog's rows in one block, so no item would move until the reader finished and one worker would get them
-    # all). Small blocks keep items streaming through every stage in parallel.
+    # all). Small blocks keep items streaming through every stage in parallel; 16 KiB, not 4 or 64: 64 KiB gave 2
+    # workers 150 rows each at a time (1.4x of 1 worker on 240 items), 4 KiB cost one worker on one core ~15% more
+    # per item than 16 KiB (docs/experiments.md, "Bulk insertion").
     ctx.target_max_block_size = BLOCK_BYTES
     res = ray.cluster_resources()
-    cfg = fit_to_cluster(cfg, res.get("CPU", 1.0), res.get("GPU", 0.0))
+    fused = placement(cfg, res.get("GPU", 0.0)) == "fused"
+    names = ("fused",) if fused else ("decode", "layout", "suggest", "insert", "write")
+    cfg = fit_to_cluster(cfg, names, res.get("CPU", 1.0), res.get("GPU", 0.0))
     d = cfg.to_dict()
     # On this node (Ray's node-id label, as its own local-file reads do): the catalog is a file on this machine.
     here = {ray._raylet.RAY_NODE_ID_KEY: ray.get_runtime_context().get_node_id()}
@@ -111,6 +136,12 @@ def build_dataset(catalog: Path, lake: Path, folder: Path, run: str, cfg: BulkCo
     ds = ray.data.from_items([{"part": 0}]).map_batches(
         _read, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS, label_selector=here,
         fn_kwargs={"catalog": str(catalog), "run_dir": str(folder), "config": d})
+    if fused:
+        r = cfg.stage("fused")
+        return ds.map_batches(_Fused, batch_size=r.batch_size, batch_format="pyarrow",
+                              compute=ActorPoolStrategy(size=r.concurrency), num_cpus=r.num_cpus, num_gpus=r.num_gpus,
+                              fn_constructor_kwargs={"lake": str(lake), "config": d, "catalog_dir": str(catalog.parent),
+                                                     "run_dir": str(folder), "run": run})
     r = cfg.stage("decode")
     ds = ds.map_batches(_decode, batch_size=r.batch_size, batch_format="pyarrow",
                         compute=TaskPoolStrategy(size=r.concurrency), num_cpus=r.num_cpus,

@@ -113,7 +113,7 @@ def test_driver_killed_midway_then_rerun_writes_every_item_once(lake, tmp_path):
     cmd = [sys.executable, "-m", "flows", "bulk-insert", str(cat), "--out", "killed", "--lake", str(lake["lake"]),
            "--inpainter", "synthetic", "--n", "1", "--steps", "1", "--max-image-pixels", str(MAX_PIXELS),
            "--allow-root", str(lake["world"] / "images"), "--allow-root", str(tmp_path / "allowed-extra"),
-           "--stage", "write:batch_size=4"]
+           "--placement", "staged", "--stage", "write:batch_size=4"]
     folder = bulk_run_dir(lake["lake"], "killed")
     try:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -152,15 +152,17 @@ def test_driver_killed_midway_then_rerun_writes_every_item_once(lake, tmp_path):
     assert [p for p in folder.rglob("*") if ".tmp" in p.name] == []  # the rerun swept what the kill left half-written
 
 
-def test_ray_worker_killed_midrun_every_item_written_once(lake, tmp_path):
-    """SIGKILL the suggest actor's process while the run is going: Ray restarts it and retries its batch; the
-    rows still come out exactly once."""
+@pytest.mark.parametrize("placement, actor", [("staged", "SuggestStage"), ("fused", "_Fused")])
+def test_ray_worker_killed_midrun_every_item_written_once(lake, tmp_path, placement, actor):
+    """SIGKILL a model actor's process while the run is going (the suggest actor when staged, the one pipeline
+    actor when fused): Ray restarts it and retries its batch; the rows still come out exactly once."""
     import psutil
 
     from flows.bulk_insert import bulk_insert
 
     cat, _ = write_catalog(lake["lake"], lake["version"], 120, tmp_path)
-    folder = bulk_run_dir(lake["lake"], "worker-killed")
+    run = f"worker-killed-{placement}"
+    folder = bulk_run_dir(lake["lake"], run)
     killed: list[int] = []
     done = threading.Event()
 
@@ -169,7 +171,7 @@ def test_ray_worker_killed_midrun_every_item_written_once(lake, tmp_path):
             if part_files(folder):
                 for p in psutil.Process().children(recursive=True):  # this test's own Ray processes
                     try:
-                        if "SuggestStage" in " ".join(p.cmdline()):
+                        if actor in " ".join(p.cmdline()):
                             p.send_signal(signal.SIGKILL)
                             killed.append(p.pid)
                             return
@@ -180,12 +182,12 @@ def test_ray_worker_killed_midrun_every_item_written_once(lake, tmp_path):
     t = threading.Thread(target=killer, daemon=True)
     t.start()
     try:
-        m = bulk_insert(str(cat), "worker-killed", _config(lake, tmp_path, commit_every=8), str(lake["lake"]))
+        m = bulk_insert(str(cat), run, _config(lake, tmp_path, commit_every=8, placement=placement), str(lake["lake"]))
     finally:
         done.set()
         t.join(10)
-    assert killed, "the suggest actor was not found while the run was going"
+    assert killed, f"no {actor} actor was found while the run was going"
     assert m["status"] == "complete" and (m["in"], m["inserted"], m["rejected"]) == (120, 120, 0)
-    rows = _rows(lake["lake"], "worker-killed")
+    rows = _rows(lake["lake"], run)
     assert len(rows) == 120 and len({r["item_key"] for r in rows}) == 120
-    _check_outputs(lake["lake"], "worker-killed", rows)
+    _check_outputs(lake["lake"], run, rows)

@@ -487,3 +487,13 @@ def test_bulk_insert_table_workers_sets_every_stage(tmp_path):
     for bad in ("0", '"two"', "2000"):
         with pytest.raises(ValueError, match="'workers'"):
             load_serve_config(_write(tmp_path, _bulk(workers=bad)))
+
+
+def test_bulk_insert_table_placement(tmp_path):
+    from flows.bulk_insert import bulk_insert
+
+    cfg = load_serve_config(_write(tmp_path, _bulk(placement='"staged"')))
+    d = build_deployments(cfg)[0]
+    assert bulk_insert.validate_parameters(d.parameters)["config"].placement == "staged"
+    with pytest.raises(ValueError, match="'placement' must be auto, fused or staged"):
+        load_serve_config(_write(tmp_path, _bulk(placement='"everywhere"')))

@@ -21,6 +21,12 @@ from smartmask.inference.inpaint import InpaintConfig
 #: rejects repeated rows); `decode` and `write` are stateless tasks; the model stages are actor pools.
 STAGES = ("read", "decode", "layout", "suggest", "insert", "write")
 MODEL_STAGES = ("layout", "suggest", "insert")
+# Placements: `staged` runs each stage as its own tasks/actors (each model stage scales on its own: e.g. more
+# inpainter actors than segmenter ones on a GPU cluster); `fused` runs decode → ... → write in one actor per
+# pipeline replica (`fused` stage settings), which on CPUs avoids moving every image between five processes and
+# time-slicing them on the same cores (docs/bulk_insert.md, "Placement"). `auto`: fused without GPUs, else staged.
+PLACEMENTS = ("auto", "fused", "staged")
+STAGE_SETTINGS = (*STAGES[1:], "fused")
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -44,15 +50,17 @@ class StageResources:
 
 
 def default_stages(workers: int = 1) -> dict[str, StageResources]:
-    """Defaults for a 2-core machine and one GPU per model actor on a cluster: each stage `workers` wide, the
+    """Defaults for a 2-core machine and one GPU per model actor on a cluster, each stage `workers` wide. Staged: the
     three actors 0.4 CPU each and the two task stages 0.2, 1.7 CPUs with the reader at `workers=1`, so every stage
-    fits on 2 cores (Ray's CPUs are logical: a model actor uses the threads it is given, see `threads_for`)."""
+    fits on 2 cores. Fused: 0.9 CPU per replica, so `--workers 2` fits 2 cores with the reader (Ray's CPUs are
+    logical: a model actor uses the threads it is given, see `threads_for`)."""
     return {
         "decode": StageResources(concurrency=workers, batch_size=8, num_cpus=0.2),
         "layout": StageResources(concurrency=workers, batch_size=8, num_cpus=0.4),
         "suggest": StageResources(concurrency=workers, batch_size=4, num_cpus=0.4),
         "insert": StageResources(concurrency=workers, batch_size=4, num_cpus=0.4),
         "write": StageResources(concurrency=workers, batch_size=8, num_cpus=0.2),
+        "fused": StageResources(concurrency=workers, batch_size=4, num_cpus=0.9),
     }
 
 
@@ -84,6 +92,7 @@ class BulkConfig:
     allow_roots: tuple[str, ...] = ()  # absolute, resolved directories local paths must lie in
     allow_schemes: tuple[str, ...] = ()  # fsspec protocols besides local files, e.g. ("s3", "gs")
     device: str | None = None
+    placement: str = "auto"
     stages: dict[str, StageResources] = field(default_factory=default_stages)
     commit_every: int = 256  # rows per Parquet part the driver commits (also every `commit_every_s`)
     commit_every_s: float = 10.0
@@ -95,9 +104,11 @@ class BulkConfig:
             raise ValueError(f"n_suggestions must be 1..{self.max_n_suggestions}, got {self.n_suggestions}")
         if self.steps < 1 or self.scheduler not in ("dpm", "ddim"):
             raise ValueError(f"steps must be >= 1 and scheduler dpm or ddim, got {self.steps}, {self.scheduler!r}")
-        unknown = set(self.stages) - set(STAGES)
+        unknown = set(self.stages) - set(STAGE_SETTINGS)
         if unknown:
-            raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {', '.join(STAGES[1:])}")
+            raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {', '.join(STAGE_SETTINGS)}")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}")
         if self.commit_every < 1:
             raise ValueError("commit_every must be >= 1")
 
@@ -119,7 +130,8 @@ class BulkConfig:
     def to_dict(self) -> dict:
         """JSON-safe, for the run manifest and for shipping to Ray workers as plain data."""
         d = self.output_settings() | {"allow_roots": list(self.allow_roots), "allow_schemes": list(self.allow_schemes),
-                                      "device": self.device, "commit_every": self.commit_every,
+                                      "device": self.device, "placement": self.placement,
+                                      "commit_every": self.commit_every,
                                       "commit_every_s": self.commit_every_s, "max_n_suggestions": self.max_n_suggestions}
         d["stages"] = {k: dataclasses.asdict(v) for k, v in self.stages.items()}
         return d

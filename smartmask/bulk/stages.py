@@ -9,7 +9,8 @@ every catalog row comes out of `write` as exactly one `insert_items` row. The sa
 one process (`run_inline`, the benchmark's baseline) and as Ray Data tasks and actors (`tasks/bulk.py`).
 
 Each model stage builds its `SmartMaskPipeline` inside the worker from plain arguments (lake, config dict), so
-each model loads once per actor and nothing heavy is pickled.
+each model loads once per actor and nothing heavy is pickled. `AllStages` chains every stage in one worker (the
+`fused` placement; see `smartmask.bulk.config`).
 """
 
 from __future__ import annotations
@@ -304,17 +305,29 @@ def scene_from_json(text: str) -> SceneLayout:
     return SceneLayout(H, W, regions, d["source"])
 
 
+class AllStages:
+    """decode → layout → suggest → insert → write in one worker (the `fused` placement: one Ray actor per pipeline
+    replica, and the in-process loop): work rows in, `insert_items` rows out. Each model loads once."""
+
+    def __init__(self, lake: str, config: dict, catalog_dir: str, run_dir: str, run: str):
+        self.cfg, self.config = BulkConfig.from_dict(config), config
+        self.catalog_dir, self.run_dir, self.run = catalog_dir, Path(run_dir), run
+        self.stages: list[Callable[[list[dict]], list[dict]]] = [
+            LayoutStage(lake, config), SuggestStage(lake, config), InsertStage(lake, config)]
+
+    def __call__(self, rows: list[dict]) -> list[dict]:
+        from smartmask.bulk.write import write_rows
+
+        rows = decode_rows(rows, self.cfg, self.catalog_dir)
+        for stage in self.stages:
+            rows = stage(rows)
+        return write_rows(rows, self.run_dir, self.run, self.config)
+
+
 def run_inline(rows: Iterable[list[dict]], lake: Path, cfg: BulkConfig, catalog_dir: str, out_dir: Path,
                run: str) -> Iterator[list[dict]]:
     """Every stage in this process, batch after batch: what the Ray pipeline does, without Ray (tests, the
     benchmark's baseline, a debugging aid)."""
-    from smartmask.bulk.write import write_rows
-
-    d = cfg.to_dict()
-    stages: list[Callable[[list[dict]], list[dict]]] = [LayoutStage(str(lake), d), SuggestStage(str(lake), d),
-                                                        InsertStage(str(lake), d)]
+    worker = AllStages(str(lake), cfg.to_dict(), catalog_dir, str(out_dir), run)
     for batch in rows:
-        batch = decode_rows(batch, cfg, catalog_dir)
-        for stage in stages:
-            batch = stage(batch)
-        yield write_rows(batch, out_dir, run, d)
+        yield worker(batch)
