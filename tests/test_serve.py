@@ -482,8 +482,8 @@ def test_bulk_insert_table_workers_sets_every_stage(tmp_path):
     (entry,) = cfg.bulk_insert
     d = build_deployments(cfg)[0]
     got = bulk_insert.validate_parameters(d.parameters)["config"]
-    assert {n: r.concurrency for n, r in got.stages.items()} == {n: 3 for n in
-                                                                 ("decode", "layout", "suggest", "insert", "write")}
+    assert {n: r.concurrency for n, r in got.stages.items()} == {
+        n: 3 for n in ("decode", "layout", "suggest", "insert", "write", "fused")}
     for bad in ("0", '"two"', "2000"):
         with pytest.raises(ValueError, match="'workers'"):
             load_serve_config(_write(tmp_path, _bulk(workers=bad)))
