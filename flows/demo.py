@@ -118,9 +118,14 @@ def bulk_stage(root: Path, raw: Path, dataset_version: str, model_version: str, 
     catalog = bulk_catalog_task(root, raw, dataset_version, model_version, n)
     if catalog is None:
         return None
-    # 2 suggestions of 10 DPM steps: the bulk stage shows the machinery, in about a minute on 2 cores.
+    # 2 suggestions of 10 DPM steps, a worker per core (at most 2): the bulk stage shows the machinery in about a
+    # minute on 2 cores.
+    import os
+
+    from smartmask.bulk.config import default_stages
+
     cfg = BulkConfig(model_version=model_version, inpainter="synthetic", n_suggestions=2, steps=10,
-                     allow_roots=(str(raw / "images"),))
+                     allow_roots=(str(raw / "images"),), stages=default_stages(min(2, os.cpu_count() or 1)))
     return bulk_insert(str(catalog), f"demo-{model_version}-n{n}", cfg, str(root))
 
 
