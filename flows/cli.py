@@ -27,6 +27,7 @@ from flows.cli_app import (
     offline_defaults,
     one_line,
     output_folder,
+    start_prefect,
 )
 
 # Local worker processes: more than a few per core only adds start-up cost and memory (each imports the library).
@@ -48,17 +49,6 @@ def synth(out: Annotated[Path, typer.Option("--out", help="Output directory")],
     cfg = SynthConfig.small() if small else SynthConfig()
     path = generate(out, scenes, seed, cfg, workers=workers)
     typer.echo(str(path))
-
-
-def _start_prefect() -> None:
-    """Prefect's temporary API, started one process at a time (flows/prefect_api.py); exit 1 in one line if not."""
-    from flows.prefect_api import PrefectUnavailable, ensure_api
-
-    try:
-        ensure_api()
-    except PrefectUnavailable as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -113,7 +103,7 @@ def rebuild(source: Annotated[str, typer.Option("--source", help="auto:FILE | co
     cfg = RebuildConfig(workers=workers, shard_size=shard_size, captioner=captioner,
                         caption_batch_size=caption_batch_size, caption_actors=caption_actors,
                         **({"caption_prompt": caption_prompt} if caption_prompt else {}))
-    _start_prefect()
+    start_prefect()
     try:
         m = rebuild_dataset(source, str(images), name, lake, cfg, lock_wait_s=wait)
     except LockHeld as e:
@@ -161,7 +151,7 @@ def train(dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@V
     from flows.train import TrainJob
     from flows.train import train as train_flow
 
-    _start_prefect()
+    start_prefect()
     try:
         out = train_flow(TrainJob(dataset=dataset, preset=preset, base_model=base_model, workers=workers, gpu=gpu,
                                   lake=lake, run_id=run_id, steps=steps, time_budget_s=time_budget,
@@ -238,7 +228,7 @@ def demo(lake: LakeOpt = None,
     offline_defaults()
     from flows.demo import demo as demo_flow
 
-    _start_prefect()
+    start_prefect()
     out = demo_flow(lake=lake, scenes=scenes, seed=seed, train_budget_s=train_budget, train_steps=train_steps,
                     bulk_items=bulk_items)
     typer.echo(out["report"])

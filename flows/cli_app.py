@@ -171,6 +171,17 @@ def device_option(device: str | None) -> str | None:
         raise bad_input(f"--device: {e}") from None
 
 
+def start_prefect() -> None:
+    """Prefect's temporary API, started one process at a time (flows/prefect_api.py); exit 1 in one line if not."""
+    from flows.prefect_api import PrefectUnavailable, ensure_api
+
+    try:
+        ensure_api()
+    except PrefectUnavailable as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
 def offline_defaults() -> None:
     # Nothing here may phone home: no hub downloads, no Prefect analytics.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

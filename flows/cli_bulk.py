@@ -24,6 +24,7 @@ from flows.cli_app import (
     lake_folder,
     offline_defaults,
     one_line,
+    start_prefect,
 )
 from flows.cli_inference import N_MAX, STEPS_MAX, ModelOpt, SchedOpt, SegOpt, StepsOpt
 
@@ -134,9 +135,7 @@ def bulk_insert(
         raise bad_input(f"--out: {e}") from None
     except BadInput as e:
         raise bad_input(f"{flags.get(e.field, '--' + str(e.field))}: {e}") from None
-    from flows.cli import _start_prefect
-
-    _start_prefect()
+    start_prefect()
     try:
         manifest = flow(str(catalog), out, cfg, str(root), ray_address=ray_address, lock_wait_s=wait)
     except BulkRefused as e:

@@ -21,41 +21,15 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from smartmask import masks
 from smartmask.bulk.access import Access, AccessDenied, file_sha256
 from smartmask.bulk.catalog import Reject, item_key, iter_rows, normalise, reject_key
 from smartmask.bulk.config import BulkConfig, threads_for
+from smartmask.bulk.rows import WORK, _bits, _reject, _timed, image_of, work_table  # noqa: F401  (re-exported)
+from smartmask.bulk.write import write_rows
 from smartmask.inference.errors import BadInput
 from smartmask.inference.layout import Region, SceneLayout
-
-WORK = pa.schema([
-    ("row_key", pa.string()), ("line", pa.int64()), ("item", pa.string()), ("status", pa.string()),
-    ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()), ("image_sha256", pa.string()),
-    ("height", pa.int32()), ("width", pa.int32()), ("image", pa.binary()), ("alpha", pa.binary()),
-    ("scribble", pa.binary()), ("layout", pa.string()), ("suggestions", pa.string()), ("chosen_rank", pa.int32()),
-    ("inserted", pa.binary()), ("inserted_alpha", pa.binary()), ("dilated", pa.binary()), ("insert", pa.string()),
-    ("timings", pa.string()),
-])  # fmt: skip
-
-
-def work_table(rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist([{k: r.get(k) for k in WORK.names} for r in rows], schema=WORK)
-
-
-def _reject(row: dict, stage: str, reason: str, detail: str) -> dict:
-    row.update(status="rejected", stage=stage, reason=reason, detail=" ".join(str(detail).split())[:500])
-    for k in ("image", "alpha", "scribble", "inserted", "inserted_alpha", "dilated"):
-        row[k] = None  # a reject carries no pixels through the remaining stages
-    return row
-
-
-def _timed(row: dict, stage: str, seconds: float) -> None:
-    t = json.loads(row.get("timings") or "{}")
-    t[stage] = round(seconds, 6)
-    row["timings"] = json.dumps(t)
-
 
 # ----------------------------------------------------------------------------------------------------- read
 
@@ -163,14 +137,6 @@ def _image_reason(message: str) -> str:
     if message.startswith("image not found"):
         return "image_not_found"
     return "image_unreadable"
-
-
-def image_of(row: dict) -> np.ndarray:
-    return np.frombuffer(row["image"], np.uint8).reshape(row["height"], row["width"], 3)
-
-
-def _bits(data: bytes, H: int, W: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(data, np.uint8), count=H * W).reshape(H, W).astype(bool)
 
 
 def control_of(row: dict, item: dict):
@@ -316,8 +282,6 @@ class AllStages:
             LayoutStage(lake, config), SuggestStage(lake, config), InsertStage(lake, config)]
 
     def __call__(self, rows: list[dict]) -> list[dict]:
-        from smartmask.bulk.write import write_rows
-
         rows = decode_rows(rows, self.cfg, self.catalog_dir)
         for stage in self.stages:
             rows = stage(rows)

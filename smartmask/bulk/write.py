@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from smartmask import __version__, masks
-from smartmask.bulk.stages import _bits, _reject, image_of
+from smartmask.bulk.rows import _bits, _reject, image_of
 
 #: Bumped when a change alters what a bulk run writes; recorded in every row and the manifest.
 BULK_CODE_VERSION = f"smartmask-{__version__}/bulk-1"
