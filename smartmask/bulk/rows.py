@@ -25,14 +25,14 @@ def work_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist([{k: r.get(k) for k in WORK.names} for r in rows], schema=WORK)
 
 
-def _reject(row: dict, stage: str, reason: str, detail: str) -> dict:
+def reject_row(row: dict, stage: str, reason: str, detail: str) -> dict:
     row.update(status="rejected", stage=stage, reason=reason, detail=" ".join(str(detail).split())[:500])
     for k in ("image", "alpha", "scribble", "inserted", "inserted_alpha", "dilated"):
         row[k] = None  # a reject carries no pixels through the remaining stages
     return row
 
 
-def _timed(row: dict, stage: str, seconds: float) -> None:
+def add_timing(row: dict, stage: str, seconds: float) -> None:
     t = json.loads(row.get("timings") or "{}")
     t[stage] = round(seconds, 6)
     row["timings"] = json.dumps(t)
@@ -43,7 +43,7 @@ def image_of(row: dict) -> np.ndarray:
     return np.frombuffer(row["image"], np.uint8).reshape(row["height"], row["width"], 3)
 
 
-def _bits(data: bytes, H: int, W: int) -> np.ndarray:
+def unpack_bits(data: bytes, H: int, W: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(data, np.uint8), count=H * W).reshape(H, W).astype(bool)
 
 

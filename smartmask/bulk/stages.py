@@ -26,7 +26,7 @@ from smartmask import masks
 from smartmask.bulk.access import Access, AccessDenied, file_sha256
 from smartmask.bulk.catalog import Reject, item_key, iter_rows, normalise, reject_key
 from smartmask.bulk.config import BulkConfig, threads_for
-from smartmask.bulk.rows import WORK, _bits, _reject, _timed, image_of, work_table  # noqa: F401  (re-exported)
+from smartmask.bulk.rows import WORK, add_timing, image_of, reject_row, unpack_bits, work_table  # noqa: F401  (re-exported)
 from smartmask.bulk.write import write_rows
 from smartmask.inference.errors import BadInput
 from smartmask.inference.layout import Region, SceneLayout
@@ -59,7 +59,7 @@ def read_catalog(catalog: Path, cfg: BulkConfig, done: set[str], batch_rows: int
         row = {"row_key": key, "line": line, "status": "ok", "timings": "{}",
                "item": json.dumps(item if item is not None else {"raw": _raw_text(raw)}, sort_keys=True)}
         if bad is not None:
-            _reject(row, bad.stage, bad.reason, bad.detail)
+            reject_row(row, bad.stage, bad.reason, bad.detail)
         batch.append(row)
         if len(batch) >= batch_rows:
             yield batch
@@ -93,13 +93,13 @@ def decode_rows(rows: list[dict], cfg: BulkConfig, catalog_dir: str) -> list[dic
                 pixels = load_image(path, cfg.max_image_pixels)
                 sha = file_sha256(path)
         except AccessDenied as e:
-            _reject(row, "decode", e.reason, str(e))
+            reject_row(row, "decode", e.reason, str(e))
             continue
         except BadInput as e:
-            _reject(row, "decode", _image_reason(str(e)), str(e))
+            reject_row(row, "decode", _image_reason(str(e)), str(e))
             continue
         except Exception as e:  # noqa: BLE001 - a remote read that failed (network, a missing fsspec back end, ...)
-            _reject(row, "decode", "image_unreadable", f"{type(e).__name__}: {e}")
+            reject_row(row, "decode", "image_unreadable", f"{type(e).__name__}: {e}")
             continue
         H, W = pixels.shape[:2]
         g = item["guidance"]
@@ -112,22 +112,22 @@ def decode_rows(rows: list[dict], cfg: BulkConfig, catalog_dir: str) -> list[dic
                           point=",".join(map(repr, g["point"])) if g["kind"] == "point" else None,
                           scribble_HW=scribble)
         except AccessDenied as e:
-            _reject(row, "decode", e.reason, f"scribble: {e}")
+            reject_row(row, "decode", e.reason, f"scribble: {e}")
             continue
         except Exception as e:  # noqa: BLE001 - a remote scribble that could not be read
             if not isinstance(e, BadInput):
-                _reject(row, "decode", "bad_guidance", f"scribble: {type(e).__name__}: {e}")
+                reject_row(row, "decode", "bad_guidance", f"scribble: {type(e).__name__}: {e}")
                 continue
             reason = {"box": "box_outside_image", "point": "point_outside_image"}.get(e.field, "bad_guidance")
             if e.field in ("box", "point") and "outside" not in str(e):
                 reason = "bad_guidance"
-            _reject(row, "decode", reason, str(e))
+            reject_row(row, "decode", reason, str(e))
             continue
         alpha = getattr(pixels, "alpha", None)
         row.update(image_sha256=sha, height=H, width=W, image=np.ascontiguousarray(pixels).tobytes(),
                    alpha=None if alpha is None else alpha.tobytes(),
                    scribble=None if scribble is None else np.packbits(scribble).tobytes())
-        _timed(row, "decode", time.perf_counter() - t0)
+        add_timing(row, "decode", time.perf_counter() - t0)
     return rows
 
 
@@ -149,7 +149,7 @@ def control_of(row: dict, item: dict):
         p = g["point"]
         return Control("point", point=(p[0], p[1], p[2] if len(p) == 3 else None))
     if g["kind"] == "scribble":
-        return Control("scribble", scribble_HW=_bits(row["scribble"], H, W))
+        return Control("scribble", scribble_HW=unpack_bits(row["scribble"], H, W))
     return Control("none")
 
 
@@ -181,12 +181,12 @@ class _ModelStage:
             try:
                 self._one(row, json.loads(row["item"]))
             except BadInput as e:
-                _reject(row, self.stage, self.bad_input_reason, str(e))
+                reject_row(row, self.stage, self.bad_input_reason, str(e))
                 continue
             except Exception as e:  # noqa: BLE001 - one item's model failure is that item's reject, not the job's
-                _reject(row, self.stage, self.failure_reason, f"{type(e).__name__}: {e}")
+                reject_row(row, self.stage, self.failure_reason, f"{type(e).__name__}: {e}")
                 continue
-            _timed(row, self.stage, time.perf_counter() - t0)
+            add_timing(row, self.stage, time.perf_counter() - t0)
         return rows
 
 

@@ -126,9 +126,12 @@ def run_counts(folder: Path) -> dict:
     if not parts:
         return {"inserted": 0, "rejected": 0, "rejects_by_reason": {}, "duplicate_keys": 0, "rows": 0}
     con = duckdb.connect()
-    by = dict(con.execute("SELECT status, count(*) FROM read_parquet(?) GROUP BY status", [parts]).fetchall())
-    reasons = dict(con.execute("SELECT reject_reason, count(*) AS n FROM read_parquet(?) WHERE status = 'rejected' "
-                               "GROUP BY reject_reason ORDER BY n DESC, reject_reason", [parts]).fetchall())
+    groups = con.execute("SELECT status, reject_reason, count(*) AS n FROM read_parquet(?) GROUP BY ALL "
+                         "ORDER BY n DESC, reject_reason", [parts]).fetchall()
+    by: dict[str, int] = {}
+    for status, _, n in groups:
+        by[status] = by.get(status, 0) + n
+    reasons = {reason: n for status, reason, n in groups if status == "rejected"}
     rows, distinct = con.execute("SELECT count(*), count(DISTINCT item_key) FROM read_parquet(?)", [parts]).fetchone()
     con.close()
     return {"inserted": by.get("inserted", 0), "rejected": by.get("rejected", 0), "rejects_by_reason": reasons,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from smartmask import __version__, masks
-from smartmask.bulk.rows import _bits, _reject, image_of
+from smartmask.bulk.rows import image_of, reject_row, unpack_bits
 
 #: Bumped when a change alters what a bulk run writes; recorded in every row and the manifest.
 BULK_CODE_VERSION = f"smartmask-{__version__}/bulk-1"
@@ -39,7 +39,7 @@ def write_rows(rows: list[dict], run_dir: Path, run: str, config: dict) -> list[
             try:
                 files = _write_files(row, Path(run_dir))
             except (OSError, ValueError) as e:  # a full disk, a permission: this item's reject
-                _reject(row, "write", "write_failed", f"{type(e).__name__}: {e}")
+                reject_row(row, "write", "write_failed", f"{type(e).__name__}: {e}")
         final = _final_row(row, cfg, chash, files)
         final["t_write_s"] = round(time.perf_counter() - t0, 6)
         out.append(final)
@@ -53,7 +53,7 @@ def _write_files(row: dict, run_dir: Path) -> dict:
     d = item_dir(run_dir, row["row_key"])
     image = image_of(row)
     inserted = np.frombuffer(row["inserted"], np.uint8).reshape(H, W, 3)
-    dilated = _bits(row["dilated"], H, W)
+    dilated = unpack_bits(row["dilated"], H, W)
     sugg = json.loads(row["suggestions"])
     paths = []
     for s in sugg:
