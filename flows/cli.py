@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from flows import cli_bulk, cli_inference  # noqa: F401  (register bulk-insert, suggest and insert on `app`)
+from flows import cli_bulk, cli_eval, cli_inference  # noqa: F401  (register bulk-insert, evaluate, eval-set, suggest, insert)
 from flows.cli_app import (
     SEED_MAX,
     ExplicitLakeOpt,
@@ -130,8 +130,11 @@ def train(dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@V
           time_budget: Annotated[float | None, typer.Option("--time-budget", help="seconds; stop at a checkpoint")] = None,
           batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, max=65_536, help="global batch, 1..65,536")] = None,
           checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", min=1, max=10_000_000)] = None,
-          ray_address: Annotated[str | None, typer.Option("--ray-address")] = None) -> None:
-    """Train SmartMask on a dataset version with Ray Train and register the model version (flow `train`)."""
+          ray_address: Annotated[str | None, typer.Option("--ray-address")] = None,
+          no_eval: Annotated[bool, typer.Option(
+              "--no-eval", help="do not score the new model on its dataset's default eval set")] = False) -> None:
+    """Train SmartMask on a dataset version with Ray Train, register the model version (flow `train`), and score it
+    on the dataset version's default eval set (flow `evaluate`; the report is printed)."""
     root = lake_folder(lake, writes=True)
     offline_defaults()
     from smartmask.lake.locks import LockHeld
@@ -156,12 +159,17 @@ def train(dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@V
         out = train_flow(TrainJob(dataset=dataset, preset=preset, base_model=base_model, workers=workers, gpu=gpu,
                                   lake=lake, run_id=run_id, steps=steps, time_budget_s=time_budget,
                                   batch_size=batch_size, checkpoint_every=checkpoint_every,
-                                  ray_address=ray_address))
+                                  ray_address=ray_address, evaluate=not no_eval))
     except ModelNotFound as e:
         raise bad_input(str(e)) from None
     except LockHeld as e:
         raise bad_input(f"--run-id: {e}") from None
     typer.echo(f"trained {out['dataset']}@{out['dataset_version']} (run {out['run_id']}): {out['metrics']}")
+    if out.get("eval_report"):
+        typer.echo(out["eval_report"])
+        typer.echo(f"evaluation run {out['eval_run']}: {out['eval_folder']}")
+    elif out.get("eval_error"):
+        typer.echo(f"evaluation skipped: {out['eval_error']}")
     typer.echo(out["model_version"])
 
 

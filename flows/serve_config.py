@@ -23,6 +23,10 @@ scheduled job may read a mount that appears later); a missing file fails that ru
     name = "street"                  # `bulk_insert/bulk-<name>`, run from the Prefect UI or
     catalog = "street.parquet"       # `prefect deployment run bulk_insert/bulk-street`
 
+    [[evaluate]]                     # evaluate each new model (see `flows.serve_eval`); deployment
+    name = "street"                  # `evaluate/eval-<name>`, on demand, or polled with `cron` + `timezone`
+    cron = "0 * * * *"               # optional: hourly, the newest model (an already evaluated one: no work)
+
 Every mistake is a `ValueError` with one line naming the file, the entry and the key.
 
 Later stages add their own deployments to the same serve with `register_section(...)` (a new `[[key]]`
@@ -48,7 +52,7 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG = "smartmask.toml"
 SOURCE_KINDS = KINDS  # the annotation layouts smartmask.sources reads
 # Modules imported by `load_serve_config` so that their `register_section(...)` calls run (later stages).
-SECTION_MODULES: tuple[str, ...] = ("flows.serve_bulk",)
+SECTION_MODULES: tuple[str, ...] = ("flows.serve_bulk", "flows.serve_eval")
 
 
 # ---------------------------------------------------------------------------------------------------- config

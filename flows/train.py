@@ -48,6 +48,9 @@ class TrainJob:
     ray_address: str | None = None
     max_failures: int = 3
     progress_every_s: float | None = None  # live progress updates (None: $SMARTMASK_PROGRESS_EVERY_S, else 5 s)
+    evaluate: bool = True  # score the new model on its dataset version's default eval set (flow `evaluate`)
+    eval_n_suggestions: int | None = None  # overrides of EvalConfig's n_suggestions / steps (None: its defaults)
+    eval_steps: int | None = None
 
 
 @flow(name="train", log_prints=True)
@@ -79,8 +82,30 @@ def train(job: TrainJob) -> dict:
     except LockHeld as e:
         return Failed(message=str(e), data=e)  # an expected outcome: one line, not a logged traceback
     print(f"model {model_version} from dataset {name}@{version} (run {run_id}): {out['metrics']}")
-    return {"model_version": model_version, "run_id": run_id, "dataset": name, "dataset_version": version,
-            "metrics": out["metrics"]}
+    result = {"model_version": model_version, "run_id": run_id, "dataset": name, "dataset_version": version,
+              "metrics": out["metrics"]}
+    if job.evaluate:
+        overrides = {k: v for k, v in {"n_suggestions": job.eval_n_suggestions, "steps": job.eval_steps}.items()
+                     if v is not None}
+        result |= evaluate_new_model(root, model_version, workers, gpu, job.ray_address, overrides)
+    return result
+
+
+def evaluate_new_model(root, model_version: str, workers: int, gpu: bool, ray_address: str | None,
+                       overrides: dict) -> dict:
+    """The default eval set on a newly registered model (the `evaluate` flow as a subflow). A model is registered
+    whatever its evaluation does: a failure (e.g. a dataset without a held-out split) is reported, not raised."""
+    from flows.evaluate import evaluate
+    from smartmask.evaluation.config import EvalConfig
+
+    cfg = EvalConfig(model_version=model_version, device="cuda" if gpu else None, **overrides)
+    state = evaluate(cfg, None, str(root),
+                     workers=workers, ray_address=ray_address, return_state=True)
+    if state.is_failed():
+        print(f"evaluation of {model_version} skipped: {state.message}")
+        return {"eval_error": state.message}
+    manifest = state.result()
+    return {"eval_run": manifest["run"], "eval_report": manifest["report"], "eval_folder": manifest["folder"]}
 
 
 if __name__ == "__main__":
@@ -95,6 +120,7 @@ if __name__ == "__main__":
     ap.add_argument("--lake")
     ap.add_argument("--run-id")
     ap.add_argument("--steps", type=int)
+    ap.add_argument("--no-eval", action="store_true", help="do not evaluate the new model")
     a = ap.parse_args()
     print(train(TrainJob(dataset=a.dataset, preset=a.preset, base_model=a.base_model, workers=a.workers, gpu=a.gpu,
-                         lake=a.lake, run_id=a.run_id, steps=a.steps))["model_version"])
+                         lake=a.lake, run_id=a.run_id, steps=a.steps, evaluate=not a.no_eval))["model_version"])

@@ -497,3 +497,121 @@ def test_bulk_insert_table_placement(tmp_path):
     assert bulk_insert.validate_parameters(d.parameters)["config"].placement == "staged"
     with pytest.raises(ValueError, match="'placement' must be auto, fused or staged"):
         load_serve_config(_write(tmp_path, _bulk(placement='"everywhere"')))
+
+
+# ---------------------------------------------------------------------------------- [[evaluate]] (no server)
+
+
+def _eval(**kv) -> str:
+    base = {"name": '"street"'}
+    base.update(kv)
+    return "[[evaluate]]\n" + "".join(f"{k} = {v}\n" for k, v in base.items() if v is not None)
+
+
+def test_evaluate_table_parses_every_key_and_defaults(tmp_path, monkeypatch):
+    import sys as _sys
+
+    monkeypatch.chdir("/")
+    monkeypatch.delitem(_sys.modules, "flows.evaluate", raising=False)
+    cfg = load_serve_config(_write(tmp_path, GOOD + _eval(
+        model='"m-1a2b"', eval_set='"street-v1"', baselines='["box", "sd-inpaint:./sd", "inpaint-segment:org/m2f"]',
+        guidance='["box", "point"]', n_suggestions=3, steps=10, inpainter='"./models/pipe"', workers=4,
+        ray_address='"auto"', cron='"0 * * * *"', timezone='"Europe/Paris"') + _eval(name='"plain"')))
+    assert "flows.evaluate" not in _sys.modules  # parsing loads no Prefect flow
+    a, b = cfg.section("evaluate")
+    assert (a.name, a.eval_set, a.workers, a.ray_address) == ("street", "street-v1", 4, "auto")
+    assert (a.schedule.cron, a.schedule.timezone) == ("0 * * * *", "Europe/Paris")
+    assert a.config_dict() == {"model_version": "m-1a2b", "baselines": ["box", f"sd-inpaint:{tmp_path}/sd",
+                                                                        "inpaint-segment:org/m2f"],
+                               "guidance": ["box", "point"], "n_suggestions": 3, "steps": 10,
+                               "inpainter": f"{tmp_path}/models/pipe"}
+    # defaults: the newest model when the run starts, its dataset's default set, on demand only
+    assert b.config_dict() == {"model_version": "newest"}
+    assert (b.eval_set, b.workers, b.ray_address, b.schedule) == (None, None, None, None)
+    # `baselines = []`: none
+    (e,) = load_serve_config(_write(tmp_path, _eval(baselines="[]"))).section("evaluate")
+    assert e.config_dict()["baselines"] == []
+
+
+def test_evaluate_deployments_parameters_and_schedule(tmp_path):
+    from flows.evaluate import NEWEST, evaluate
+    from smartmask.evaluation.config import EvalConfig
+
+    cfg = load_serve_config(_write(tmp_path, GOOD + _eval(name='"nightly"', cron='"0 * * * *"', workers=3)
+                                   + _eval(name='"pinned"', model='"m-1"', eval_set='"street-v1"',
+                                           baselines='["box"]', steps=5, ray_address='"auto"')))
+    rebuild_dep, d1, d2 = build_deployments(cfg)
+    assert rebuild_dep.name == "rebuild-synth"
+    assert (d1.name, d1.flow_name, d2.name) == ("eval-nightly", "evaluate", "eval-pinned")
+    assert d1.entrypoint == "flows.evaluate.evaluate" and set(d1.tags) == {"smartmask", "evaluate"}
+    (s,) = d1.schedules
+    assert (s.schedule.cron, s.schedule.timezone, s.active) == ("0 * * * *", "UTC", True)
+    assert d2.schedules == [] and "prefect deployment run evaluate/eval-pinned" in d2.description
+    assert d1.parameters == {"config": {"model_version": NEWEST}, "lake": str(tmp_path / "lake"), "workers": 3}
+    assert d2.parameters == {"config": {"model_version": "m-1", "baselines": ["box"], "steps": 5},
+                             "lake": str(tmp_path / "lake"), "eval_set": "street-v1", "ray_address": "auto"}
+    json.dumps(d1.parameters)  # what the API stores
+    # the flow's own validation turns the plain dict back into an EvalConfig; no run name: the flow's default
+    bound = evaluate.validate_parameters(d1.parameters)
+    assert bound["config"] == EvalConfig(model_version=NEWEST) and bound.get("run") is None
+    assert evaluate.validate_parameters(d2.parameters)["config"] == EvalConfig(model_version="m-1",
+                                                                               baselines=("box",), steps=5)
+
+
+def test_serve_prints_the_evaluate_schedule_or_none(tmp_path, monkeypatch):
+    import prefect
+
+    import flows.serve as serve_mod
+
+    @contextlib.contextmanager
+    def fake_server():
+        yield "http://127.0.0.1:1"
+
+    monkeypatch.setattr(serve_mod, "local_server", fake_server)
+    monkeypatch.setattr(prefect, "serve", lambda *ds, **kw: None)
+    lines: list[str] = []
+    serve_mod.serve(_write(tmp_path, _eval(name='"hourly"', cron='"0 * * * *"') + _eval(name='"manual"')),
+                    lake=str(tmp_path / "lake"), echo=lines.append)
+    assert "deployment evaluate/eval-hourly: cron '0 * * * *' (UTC)" in lines
+    assert ("deployment evaluate/eval-manual: no schedule (run it from the Prefect UI or "
+            "`prefect deployment run evaluate/eval-manual`)") in lines
+
+
+@pytest.mark.parametrize("text, needle", [
+    (_eval(name=None), "missing key 'name'"),
+    (_eval(catalog='"x.csv"'), "unknown key 'catalog'"),
+    (_eval(modle='"m"', run='"x"'), "unknown keys 'modle', 'run'"),
+    (_eval(name='"a/b"'), "'name' must be letters"),
+    (_eval(model='""'), "'model' must not be empty"),
+    (_eval(eval_set="1"), "'eval_set' must be a string"),
+    (_eval(eval_set='"a/b"'), "'eval_set' must be an eval set name"),
+    (_eval(baselines='"box"'), "'baselines' must be an array of non-empty strings"),
+    (_eval(baselines='["dalle"]'), "'baselines': unknown baseline 'dalle'"),
+    (_eval(baselines='["oracle:x"]'), "'baselines': baseline 'oracle' takes no model"),
+    (_eval(baselines='["inpaint-segment"]'), "'baselines': baseline inpaint-segment needs a segmenter"),
+    (_eval(baselines='["sd-inpaint:a+b"]'), "'baselines': inpainter 'sd-inpaint' takes no ControlNet"),
+    (_eval(baselines='["box", "box"]'), "'baselines' lists 'box' more than once"),
+    (_eval(guidance='["box", "lasso"]'), "'guidance' must be among none, box, point, scribble, got 'lasso'"),
+    (_eval(guidance="[]"), "'guidance' must list at least one"),
+    (_eval(n_suggestions="0"), "'n_suggestions' must be 1..64"),
+    (_eval(n_suggestions="65"), "'n_suggestions' must be 1..64"),
+    (_eval(steps="0"), "'steps' must be 1..1000"),
+    (_eval(steps="true"), "'steps' must be an integer"),
+    (_eval(inpainter='"dalle"'), "'inpainter' must be KIND"),
+    (_eval(workers="0"), "'workers' must be 1..1024"),
+    (_eval(workers='"two"'), "'workers' must be an integer"),
+    (_eval(ray_address="1"), "'ray_address' must be a string"),
+    (_eval(cron='"nope"'), "'cron' must have 5 fields"),
+    (_eval(cron='"61 * * * *"'), "'cron' is not a valid cron expression"),
+    (_eval(cron='"0 * * * *"', timezone='"Mars/Olympus"'), "'timezone' is not an IANA time zone name"),
+    (_eval(timezone='"UTC"'), "'timezone' needs 'cron'"),
+    (_eval() + _eval(), "duplicate name 'street'"),
+    ('evaluate = "x"\n', "'evaluate' must be an array of tables"),
+])
+def test_each_bad_evaluate_field_is_one_line_naming_it(tmp_path, text, needle):
+    p = _write(tmp_path, text)
+    with pytest.raises(ValueError) as ei:
+        load_serve_config(p)
+    msg = str(ei.value)
+    assert needle in msg and "\n" not in msg and str(p) in msg
+    assert "[[evaluate]] #" in msg or "'evaluate' must be an array" in msg

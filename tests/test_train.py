@@ -50,7 +50,7 @@ def lake(tmp_path_factory) -> Path:
 def _train(lake: Path, run_id: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "flows", "train", "--dataset", "synth", "--lake", str(lake), "--workers", "2",
-         "--steps", str(STEPS), "--batch-size", "8", "--checkpoint-every", "5", "--run-id", run_id],
+         "--steps", str(STEPS), "--batch-size", "8", "--checkpoint-every", "5", "--run-id", run_id, "--no-eval"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         # Prefect's ephemeral API server (a child of the driver) gets 20 s to start by default: not always enough
         # on 2 shared cores under a parallel test run. Ray Train's file locks go to $RAY_TMPDIR/_ray_lockfiles

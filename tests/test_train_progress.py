@@ -128,7 +128,7 @@ def test_train_flow_prints_live_progress_lines(lake, monkeypatch, capsys, prefec
     # One checkpoint, at the end: the lines before it come from progress reports only. They are sent every 0.15 s
     # (1.5 polls) at most, and never within that time of the checkpoint: 2 or more of them while steps take 21 ms+.
     out = train(TrainJob(dataset=f"synth@{version}", lake=str(root), workers=2, steps=16, batch_size=4,
-                         checkpoint_every=16, run_id="progress-lines"))
+                         checkpoint_every=16, run_id="progress-lines", evaluate=False))
     assert out["metrics"]["step"] == 16
     got = _lines(capsys.readouterr().err)
     steps = [s for s, _, _ in got]

@@ -38,7 +38,14 @@ import duckdb
 import pyarrow as pa
 
 from smartmask.lake.render import format_table  # noqa: F401  (re-exported: callers print query results with it)
-from smartmask.lake.schemas import DATASET_TABLES, INSERT_ITEMS, MODELS, TRAIN_METRICS
+from smartmask.lake.schemas import (
+    DATASET_TABLES,
+    EVAL_ITEMS,
+    EVAL_SUMMARY,
+    INSERT_ITEMS,
+    MODELS,
+    TRAIN_METRICS,
+)
 
 
 class QueryRefused(ValueError):
@@ -62,6 +69,8 @@ VIEWS: dict[str, LakeView] = {table: _dataset_view(table, schema) for table, sch
 VIEWS["models"] = LakeView("models/version=*/model.parquet", MODELS, ("version",))
 VIEWS["train_metrics"] = LakeView("runs/kind=train/run=*/metrics/*.parquet", TRAIN_METRICS, ("kind", "run"))
 VIEWS["insert_items"] = LakeView("runs/kind=bulk_insert/run=*/items/*.parquet", INSERT_ITEMS, ("kind", "run"))
+VIEWS["eval_items"] = LakeView("runs/kind=eval/run=*/items/*.parquet", EVAL_ITEMS, ("kind", "run"))
+VIEWS["eval_summary"] = LakeView("runs/kind=eval/run=*/summary.parquet", EVAL_SUMMARY, ("kind", "run"))
 # Benchmark rows (bench/_results.py `record(..., lake=)`): `bench` and `at` always; each benchmark adds its own
 # columns (union by name, NULL where another benchmark's row lacks them).
 VIEWS["bench"] = LakeView("runs/kind=bench/run=*/items.parquet", pa.schema([("bench", pa.string()), ("at", pa.string())]),

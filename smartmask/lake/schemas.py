@@ -189,3 +189,66 @@ INSERT_ITEMS = pa.schema(
         ("code_version", pa.string()),
     ]
 )
+
+# Evaluation (smartmask/evaluation): one row per (eval item, method, guidance) of a run; `run` comes from the path.
+EVAL_ITEMS = pa.schema(
+    [
+        ("eval_set", pa.string()),
+        ("dataset_version", pa.string()),
+        ("config_hash", pa.string()),
+        ("code_version", pa.string()),
+        ("item_id", pa.string()),
+        ("image_id", pa.string()),
+        ("object", pa.string()),
+        ("size_bin", pa.string()),  # "<1%", "1-5%", ">5%": the object's amodal area as a share of the image
+        ("area_frac", pa.float64()),
+        ("guidance", pa.string()),  # none | box | point | scribble
+        ("method", pa.string()),  # smartmask | box | oracle | sd-inpaint | sdxl-inpaint | inpaint-segment
+        ("model_version", pa.string()),  # the model version, or "baseline:<name>"
+        ("status", pa.string()),  # ok | failed
+        ("error", pa.string()),
+        ("n_masks", pa.int32()),
+        ("empty", pa.bool_()),  # the rank-1 mask is empty: nothing was inserted
+        ("mask_rle", pa.string()),  # RLE counts of the rank-1 mask (size: the image's)
+        ("iou", pa.float64()),
+        ("boundary_f", pa.float64()),
+        ("best_of_n_iou", pa.float64()),
+        ("diversity", pa.float64()),
+        ("plausibility", pa.float64()),  # mask-free guidance: share of the N masks obeying the support rules
+        ("l2_bg", pa.float64()),
+        ("bg_psnr", pa.float64()),
+        ("bg_mse", pa.float64()),
+        ("clip_score", pa.float64()),
+        ("clip_backbone", pa.string()),
+        ("fid_extractor", pa.string()),
+        ("real_feat", pa.list_(pa.float32())),  # Local-FID features of the input's object crop
+        ("fake_feat", pa.list_(pa.float32())),  # ... and of the output's
+        ("seconds_inference", pa.float64()),
+        ("seconds_metrics", pa.float64()),
+    ]
+)
+
+# One row per aggregate of a run: a metric of a method under a guidance type, over all items or one class / size
+# bin ("*" = all), with its 95% bootstrap interval. Paired rows (stat "paired") hold the difference of two methods
+# (or of two runs' model versions) on the same items: value = mean(a − b), the interval of that difference.
+EVAL_SUMMARY = pa.schema(
+    [
+        ("stat", pa.string()),  # aggregate | paired | gap
+        ("eval_set", pa.string()),
+        ("dataset_version", pa.string()),
+        ("model_version", pa.string()),  # a model version or "baseline:<name>" (paired: the first of the two)
+        ("method", pa.string()),
+        ("against", pa.string()),  # paired: the model version / baseline subtracted; else null
+        ("metric", pa.string()),
+        ("guidance", pa.string()),
+        ("class", pa.string()),
+        ("size_bin", pa.string()),
+        ("value", pa.float64()),
+        ("low", pa.float64()),
+        ("high", pa.float64()),
+        ("n", pa.int64()),
+        ("significant", pa.bool_()),  # paired: 0 lies outside the interval
+        ("extractor", pa.string()),  # local_fid: the feature extractor; clip_score: the CLIP backbone
+        ("higher_is_better", pa.bool_()),
+    ]
+)
