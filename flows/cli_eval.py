@@ -105,6 +105,8 @@ def evaluate(
         cfg, eval_set, _ = resolve_job(root, cfg, eval_set)
     except EvalSetError as e:
         raise bad_input(f"--eval-set: {e}") from None
+    except EvalConfigError as e:
+        raise bad_input(f"--{e.field}: {e}") from None
     except BadInput as e:
         raise bad_input(f"--{e.field}: {e}") from None
     start_prefect()

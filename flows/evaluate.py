@@ -54,12 +54,51 @@ def resolve_job(root: Path, cfg: EvalConfig, eval_set: str | None) -> tuple[Eval
         except NotFound as e:
             raise BadInput(str(e), "model") from None
         lineage = json.loads((model_dir(root, cfg.model_version) / "lineage.json").read_text())
+    cfg = pin_specs(cfg)
     if eval_set is None:
         ensure_default(root, lineage["dataset"], lineage["dataset_version"])
         eval_set = default_name(lineage["dataset"], lineage["dataset_version"])
     else:
         load_eval_set(root, eval_set)  # exists and unmodified
     return cfg, eval_set, lineage
+
+
+def pin_specs(cfg: EvalConfig) -> EvalConfig:
+    """`auto` feature extractor / CLIP backbone decided on this machine before the config is hashed (every actor
+    then loads the same ones), and every model source checked offline; EvalConfigError naming the setting otherwise."""
+    from smartmask.evaluation.clip_score import ClipScorer
+    from smartmask.evaluation.fid import resolve_extractor
+    from smartmask.inference.inpaint import parse_spec
+    from smartmask.pretrained import ModelNotFound, model_revision
+
+    try:
+        fid = resolve_extractor(cfg.fid_extractor)
+    except (ValueError, ModelNotFound) as e:
+        raise EvalConfigError(str(e), "fid-extractor") from None
+    try:
+        clip = ClipScorer.resolve(cfg.clip)
+    except (ValueError, ModelNotFound) as e:
+        raise EvalConfigError(str(e), "clip") from None
+    try:
+        parsed = parse_spec(cfg.inpainter)
+    except ValueError as e:
+        raise EvalConfigError(str(e), "inpainter") from None
+    sources = [(parsed.base, "inpainter"), (parsed.controlnet, "inpainter")]
+    for b in cfg.baseline_specs:
+        if b.name == "inpaint-segment":
+            sources.append((b.spec, "baselines"))  # the segmenter
+        elif b.spec:
+            try:
+                sources.append((parse_spec(b.spec).base, "baselines"))
+            except ValueError as e:
+                raise EvalConfigError(str(e), "baselines") from None
+    for source, field in sources:
+        if source:
+            try:
+                model_revision(source)
+            except ModelNotFound as e:
+                raise EvalConfigError(str(e), field) from None
+    return dataclasses.replace(cfg, fid_extractor=fid, clip=clip)
 
 
 def previous_runs(root: Path, eval_set: str, cfg: EvalConfig, versions: list[str] | None) -> list[Path]:

@@ -59,3 +59,19 @@ def test_demo_end_to_end_learns_to_beat_the_box(tmp_path, prefect_harness):
           f"({path['bbox_iou']:.3f} vs {path['box_iou']:.3f}, {path['box_items']} targets)")
     assert grid_margin >= MARGIN_GRID, f"32x32: {grid['model_iou']:.3f} vs the box {grid['box_iou']:.3f}"
     assert image_margin >= MARGIN_IMAGE, f"image size: {path['bbox_iou']:.3f} vs the box {path['box_iou']:.3f}"
+
+    # The evaluation stage (the train flow scored the new model on the default eval set): the tiny SmartMask, the
+    # box baseline and the oracle side by side, every metric with its interval, for every guidance type.
+    assert out["eval_run"], "the evaluation stage did not run"
+    agg = run_query(lake, "SELECT model_version, guidance, metric, value, low, high, n FROM eval_summary WHERE run = ? "
+                    "AND stat = 'aggregate' AND class = '*' AND size_bin = '*'", [out["eval_run"]]).to_pylist()
+    got = {(r["model_version"], r["guidance"], r["metric"]) for r in agg}
+    for g in ("box", "point", "scribble"):
+        for who in (model_version, "baseline:box", "baseline:oracle"):
+            for metric in ("iou", "boundary_f", "l2_bg", "clip_score", "local_fid"):
+                assert (who, g, metric) in got, (who, g, metric)
+    for metric in ("iou", "best_of_n_iou", "diversity", "plausibility", "l2_bg", "local_fid"):
+        assert (model_version, "none", metric) in got, metric
+    assert all(r["low"] <= r["value"] <= r["high"] and r["n"] >= 10 for r in agg if r["metric"] != "plausibility")
+    for text in (model_version, "baseline:box", "baseline:oracle", "Table 1 style", "Table 2 style"):
+        assert text in out["report"]

@@ -209,12 +209,20 @@ def _cli(*args: str, lake: Path) -> subprocess.CompletedProcess:
     (["evaluate", "--eval-set", "missing"], "--eval-set"),
     (["evaluate", "--inpainter", "warp-drive"], "--inpainter"),
     (["evaluate", "--compare", "nope"], "--compare"),
+    (["evaluate", "--fid-extractor", "warp"], "--fid-extractor"),
+    (["evaluate", "--clip", "/no/such/clip"], "--clip"),
+    (["evaluate", "--baselines", "box,sd-inpaint:/no/such/pipeline"], "--baselines"),
 ])
 def test_cli_refuses_bad_jobs(lake, args, flag):
-    p = _cli(*args, lake=lake["lake"])
-    assert p.returncode == 2, p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {flag}"), p.stderr
+    """In-process (the same Typer app `smartmask` runs): exit 2, one line naming the flag, before Prefect or Ray."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, [*args, "--lake", str(lake["lake"])])
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {flag}"), result.stderr
 
 
 def test_cli_eval_set_is_immutable(lake):

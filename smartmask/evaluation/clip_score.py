@@ -83,6 +83,20 @@ class ClipScorer:
         self.device = device
         self.batch = batch
 
+    @staticmethod
+    def resolve(spec: str) -> str:
+        """The concrete spec `load` would use ("auto" decided here), checked without loading weights: a seed that is
+        not an integer, or a directory / hub id not available offline, is a one-line ValueError / ModelNotFound."""
+        if spec.startswith("tiny-random"):
+            seed_text = spec.partition(":")[2] or "0"
+            if not seed_text.lstrip("-").isdigit():
+                raise ValueError(f"CLIP backbone {spec!r}: the seed must be an integer")
+            return f"tiny-random:{int(seed_text)}"
+        if spec == "auto":
+            return DEFAULT_HUB_CLIP if _cached_snapshot(DEFAULT_HUB_CLIP) is not None else "tiny-random:0"
+        model_revision(spec)  # ModelNotFound (one line) when neither a directory nor a cached hub snapshot
+        return spec
+
     @classmethod
     def load(cls, spec: str, device: str = "cpu", batch: int = 32) -> ClipScorer:
         """A scorer from "tiny-random:SEED", "auto", a local directory or a hub id (see the module docstring).

@@ -209,6 +209,24 @@ def _random_conv_model(seed: int, device: str) -> Callable[[Any], Any]:
     return model
 
 
+def resolve_extractor(spec: str) -> str:
+    """The concrete spec `load_extractor` would use ("auto" decided here, on this machine), checked without loading
+    any weights: ValueError / ExtractorUnavailable (one line). A run pins this before its config is hashed, so every
+    worker uses the same extractor and the run name says which."""
+    if spec == "auto":
+        return "inception" if inception_weights_path().is_file() else "random-conv:0"
+    if spec == "inception":
+        if not inception_weights_path().is_file():
+            load_extractor("inception")  # raises the one-line ExtractorUnavailable
+        return spec
+    if spec == "random-conv" or spec.startswith("random-conv:"):
+        seed_text = spec.partition(":")[2] or "0"
+        if not seed_text.lstrip("-").isdigit():
+            raise ValueError(f"feature extractor {spec!r}: the seed must be an integer")
+        return f"random-conv:{int(seed_text)}"
+    raise ValueError(f"unknown feature extractor {spec!r}: use 'inception', 'random-conv:SEED' or 'auto'")
+
+
 def load_extractor(spec: str, device: str = "cpu") -> FeatureExtractor:
     """A feature extractor from a spec: "inception", "random-conv:SEED" (or "random-conv" = seed 0), or "auto".
 
