@@ -15,9 +15,10 @@ without Inception/CLIP weights on disk) score every output.
    once per distinct item, as the demo scores them: under each of the 4 guidance types SmartMask with 4 masks
    (jittered copies of the ground truth: no model), and the box and oracle baselines under box/point/scribble,
    each rank-1 mask inserted with the synthetic inpainter through `SmartMaskPipeline.insert` -> 10 rows per item.
-   The figure of merit is items/s of `score_item` (and rows/s). For comparison, in the same run and interleaved
-   round by round: the same `score_item` with the Local-FID extractor and CLIP replaced by constant stubs ("mask +
-   background metrics, crops, no networks"); the full run's time inside the extractor and CLIP is also reported.
+   The figure of merit is items/s of `score_item` over one pass (`--rounds`: more passes), timed in 10 chunks
+   (each chunk's rate and load average are recorded). For comparison, from the same pass: the time spent inside
+   the Local-FID extractor and CLIP (timing wrappers), and the items/s without it ("mask and background metrics,
+   crops, RLE": what a run without the two networks would take).
 2. share: the demo's evaluation (EvalConfig: n_suggestions 4, steps 10, DPM, baselines box + oracle, all 4 guidance
    types, synthetic inpainter) on the world's default eval set (`eval_set.ensure_default`: 20 items), run in-process
    through `Evaluator.evaluate` on every item (`--share-items N`: the first N); metrics share = sum of rows'
@@ -40,7 +41,6 @@ import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -54,6 +54,7 @@ sys.path.insert(0, str(HERE))
 SHARE_TARGET = 0.10  # metrics < 10% of evaluation time
 EXTRACTOR, CLIP = "random-conv:0", "tiny-random:0"
 DEMO_SETTINGS = {"n_suggestions": 4, "steps": 10}  # flows/demo.py DEMO_EVAL
+ALL_ITEMS = 100_000  # the throughput eval set: every held-out thing object
 JITTER = 0.06  # the SmartMask stand-in's 4 masks: the ground truth shifted by up to 6% of its box's side
 
 
@@ -142,7 +143,7 @@ def prepare(env: dict, eval_set, model_version: str) -> list[tuple]:
         obj, ctx, seed = item["object"], item["context"], int(item["seed"])
         rng = np.random.default_rng(seed)
 
-        def inserted(mask, source):
+        def inserted(mask, source, obj=obj, ctx=ctx, image=image, seed=seed):
             return pipe.insert(obj, ctx, image=image, mask=mask, mask_source=source, seed=seed).image \
                 if mask.any() else None
 
@@ -187,24 +188,6 @@ class _Timed:
         return self._timed(self.inner.score, crops, texts)
 
 
-class _StubExtractor:
-    name = "stub"
-
-    def __call__(self, crops):
-        import numpy as np
-
-        return np.zeros((len(crops), 64), np.float32)
-
-
-class _StubClip:
-    backbone = "stub"
-
-    def score(self, crops, texts):
-        import numpy as np
-
-        return np.zeros(len(texts), np.float64)
-
-
 def score_pass(work_items: list[tuple], extractor, clip) -> tuple[float, int]:
     from smartmask.evaluation.scoring import score_item
 
@@ -216,8 +199,6 @@ def score_pass(work_items: list[tuple], extractor, clip) -> tuple[float, int]:
 
 
 def part_throughput(a, env: dict) -> dict:
-    import numpy as np
-
     from smartmask.evaluation.clip_score import ClipScorer
     from smartmask.evaluation.eval_set import EvalSetConfig, build_eval_set
     from smartmask.evaluation.fid import load_extractor
@@ -225,7 +206,8 @@ def part_throughput(a, env: dict) -> dict:
     lake = Path(env["lake"])
     t = time.perf_counter()
     es = build_eval_set(lake, "bench-eval-all", "synth", env["version"],
-                        EvalSetConfig(n_items=max(a.items, 1), per_image=10_000))
+                        EvalSetConfig(n_items=ALL_ITEMS, per_image=ALL_ITEMS))
+    es.items[:] = es.items[:a.items]  # prepare no more distinct items than are scored
     distinct = prepare(env, es, env["model"])
     t_prep = time.perf_counter() - t
     cycles = -(-a.items // len(distinct))
@@ -236,42 +218,43 @@ def part_throughput(a, env: dict) -> dict:
         work_items.append((item if c == 0 else item | {"item_id": f"{item['item_id']}#c{c}"}, image, scene, outputs))
     n_outputs = sum(len(o) for *_, o in distinct) / len(distinct)
     n_inserted = sum(sum(x.image is not None for x in o) for *_, o in distinct) / len(distinct)
-    how = (f"{len(distinct)} distinct held-out items cycled {cycles}x with distinct item ids"
+    how = (f"{len(distinct)} distinct held-out items (all of the world's) cycled {cycles}x with distinct item ids"
            if len(distinct) < a.items else f"{a.items} distinct held-out items")
     print(f"throughput: {a.items} items ({how}), {n_outputs:.1f} outputs ({n_inserted:.1f} inserted) per item; "
           f"outputs prepared in {t_prep:.1f} s (not timed)", flush=True)
 
     extractor, clip = _Timed(load_extractor(EXTRACTOR), "extractor"), _Timed(ClipScorer.load(CLIP), "clip")
-    stub_x, stub_c = _StubExtractor(), _StubClip()
-    score_pass(work_items[:min(20, len(work_items))], extractor, clip)  # warm-up: torch's first calls, page-in
-    score_pass(work_items[:min(20, len(work_items))], stub_x, stub_c)
+    score_pass(work_items[:min(10, len(work_items))], extractor, clip)  # warm-up: torch's first calls, page-in
     extractor.seconds = clip.seconds = 0.0
-    full, stub, rows = [], [], 0
     load_before = load()
-    for r in range(a.rounds):  # interleaved: this VM's speed drifts
-        s, rows = score_pass(work_items, extractor, clip)
-        full.append(s)
-        s2, _ = score_pass(work_items, stub_x, stub_c)
-        stub.append(s2)
-        print(f"  round {r + 1}/{a.rounds}: full {a.items / s:.1f} items/s ({rows / s:.0f} rows/s), "
-              f"no networks {a.items / s2:.1f} items/s   (load {load()[0]})", flush=True)
+    chunk = max(1, a.items // 10)
+    chunks, total, rows = [], 0.0, 0
+    for r in range(a.rounds):
+        before = total
+        for i in range(0, a.items, chunk):
+            s, n = score_pass(work_items[i:i + chunk], extractor, clip)
+            total, rows = total + s, rows + n
+            chunks.append({"items": min(chunk, a.items - i), "s": round(s, 3), "load1": load()[0]})
+        print(f"  pass {r + 1}/{a.rounds}: {a.items / (total - before):.2f} items/s (load {load()[0]})", flush=True)
     load_after = load()
-    s_full, s_stub = statistics.median(full), statistics.median(stub)
-    ips, ips_stub = a.items / s_full, a.items / s_stub
-    net_share = (extractor.seconds + clip.seconds) / sum(full)
-    print(f"metric throughput (score_item, 1 thread, {EXTRACTOR} + CLIP {CLIP}): {ips:.1f} items/s, "
-          f"{rows / s_full:.0f} rows/s ({rows} rows per pass, median of {a.rounds})")
-    print(f"  without the networks (stubbed extractor and CLIP): {ips_stub:.1f} items/s -> full / no networks "
-          f"= {ips / ips_stub:.2f}x;  in the full run {extractor.seconds / sum(full):.0%} of the time is the "
-          f"Local-FID extractor, {clip.seconds / sum(full):.0%} CLIP")
-    return {"items_per_s": round(ips, 2), "rows_per_s": round(rows / s_full, 1),
-            "no_networks_items_per_s": round(ips_stub, 2), "full_over_no_networks": round(ips / ips_stub, 3),
+    n_items = a.items * a.rounds
+    ips = n_items / total
+    net = extractor.seconds + clip.seconds
+    ips_no_net = n_items / (total - net)
+    rates = [c["items"] / c["s"] for c in chunks]
+    print(f"metric throughput (score_item, 1 thread, {EXTRACTOR} + CLIP {CLIP}): {ips:.2f} items/s, "
+          f"{rows / total:.1f} rows/s ({rows} rows, {total:.1f} s; per {chunk}-item chunk {min(rates):.2f}-"
+          f"{max(rates):.2f} items/s; load {load_before[0]} -> {load_after[0]})")
+    print(f"  of that time: Local-FID extractor {extractor.seconds / total:.0%}, CLIP {clip.seconds / total:.0%}, "
+          f"the rest (mask and background metrics, crops, RLE) {1 - net / total:.0%} -> without the two networks "
+          f"{ips_no_net:.2f} items/s (full / without = {ips / ips_no_net:.2f}x)")
+    return {"items_per_s": round(ips, 3), "rows_per_s": round(rows / total, 2),
+            "no_networks_items_per_s": round(ips_no_net, 3), "full_over_no_networks": round(ips / ips_no_net, 3),
             "throughput": {
-                "items": a.items, "distinct_items": len(distinct), "cycles": cycles, "rows_per_pass": rows,
-                "outputs_per_item": round(n_outputs, 2), "inserted_per_item": round(n_inserted, 2),
-                "rounds": a.rounds, "full_s": [round(x, 3) for x in full], "no_networks_s": [round(x, 3) for x in stub],
-                "extractor_share": round(extractor.seconds / sum(full), 4),
-                "clip_share": round(clip.seconds / sum(full), 4), "network_share": round(net_share, 4),
+                "items": a.items, "rounds": a.rounds, "distinct_items": len(distinct), "cycles": cycles,
+                "rows": rows, "seconds": round(total, 2), "outputs_per_item": round(n_outputs, 2),
+                "inserted_per_item": round(n_inserted, 2), "chunks": chunks,
+                "extractor_share": round(extractor.seconds / total, 4), "clip_share": round(clip.seconds / total, 4),
                 "prepare_s": round(t_prep, 1), "image_hw": list(distinct[0][1].shape[:2]),
                 "smartmask_masks": f"4 jittered copies of the ground truth (shift <= {JITTER:.0%} of the box side)",
                 "extractor": EXTRACTOR, "clip": CLIP, "threads": 1, "load_before": load_before,
@@ -337,7 +320,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=("throughput", "share", "all"), default="all")
     ap.add_argument("--items", type=int, default=1000, help="eval items per timed throughput pass")
-    ap.add_argument("--rounds", type=int, default=2, help="throughput rounds (full and no-network, interleaved)")
+    ap.add_argument("--rounds", type=int, default=1, help="timed passes over the items (throughput)")
     ap.add_argument("--share-items", type=int, default=None, help="the first N default-set items (default: all)")
     ap.add_argument("--scenes", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)

@@ -46,10 +46,12 @@ def evaluate(
     steps: StepsOpt = 20,
     scheduler: SchedOpt = "dpm",
     inpainter: Annotated[str, typer.Option(
-        "--inpainter", help="synthetic (the synthetic world's renderer) | controlnet-sd15[…] | sd-inpaint[…] | …")
-    ] = "synthetic",
+        "--inpainter", help="auto (synthetic on the synthetic world, else none) | none (mask metrics only) | "
+                            "synthetic | controlnet-sd15[…] | sd-inpaint[…] | a pipeline directory")] = "auto",
+    inpaint_steps: Annotated[int | None, typer.Option(
+        "--inpaint-steps", min=1, max=1000, help="steps of the generative inpainters (default: their own)")] = None,
     fid_extractor: Annotated[str, typer.Option(
-        "--fid-extractor", help="inception (clean-fid's, weights in the temp dir) | random-conv:SEED (offline) | "
+        "--fid-extractor", help="inception (clean-fid's: its weights file in /tmp) | random-conv:SEED (offline) | "
                                 "auto")] = "auto",
     clip: Annotated[str, typer.Option(
         "--clip", help="a CLIP directory or hub id | tiny-random:SEED (offline stand-in) | auto")] = "auto",
@@ -84,12 +86,14 @@ def evaluate(
     except NotFound as e:
         raise bad_input(f"--model: {e}") from None
     try:
-        parse_spec(inpainter)
+        if inpainter not in ("auto", "none"):
+            parse_spec(inpainter)
     except ValueError as e:
         raise bad_input(f"--inpainter: {e}") from None
     try:
         cfg = EvalConfig(model_version=version, baselines=_csv(baselines), guidance=_csv(guidance), n_suggestions=n,
-                         steps=steps, scheduler=scheduler, inpainter=inpainter, fid_extractor=fid_extractor,
+                         steps=steps, scheduler=scheduler, inpainter=inpainter, inpaint_steps=inpaint_steps,
+                         fid_extractor=fid_extractor,
                          clip=clip, device=device)
     except EvalConfigError as e:
         raise bad_input(f"--{e.field}: {e}") from None

@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from smartmask.evaluation.config import EVAL_CODE_VERSION, EvalConfig, EvalConfigError
-from smartmask.evaluation.eval_set import EvalSetError, default_name, ensure_default, load_eval_set
+from smartmask.evaluation.eval_set import EvalSetError, ensure_default, load_eval_set
 from smartmask.evaluation.store import (
     EvalIncomplete,
     EvalRefused,
@@ -54,16 +54,14 @@ def resolve_job(root: Path, cfg: EvalConfig, eval_set: str | None) -> tuple[Eval
         except NotFound as e:
             raise BadInput(str(e), "model") from None
         lineage = json.loads((model_dir(root, cfg.model_version) / "lineage.json").read_text())
-    cfg = pin_specs(cfg)
     if eval_set is None:
-        ensure_default(root, lineage["dataset"], lineage["dataset_version"])
-        eval_set = default_name(lineage["dataset"], lineage["dataset_version"])
+        es = ensure_default(root, lineage["dataset"], lineage["dataset_version"])
     else:
-        load_eval_set(root, eval_set)  # exists and unmodified
-    return cfg, eval_set, lineage
+        es = load_eval_set(root, eval_set)  # exists and unmodified
+    return pin_specs(cfg, es), es.name, lineage
 
 
-def pin_specs(cfg: EvalConfig) -> EvalConfig:
+def pin_specs(cfg: EvalConfig, es) -> EvalConfig:
     """`auto` feature extractor / CLIP backbone decided on this machine before the config is hashed (every actor
     then loads the same ones), and every model source checked offline; EvalConfigError naming the setting otherwise."""
     from smartmask.evaluation.clip_score import ClipScorer
@@ -79,11 +77,23 @@ def pin_specs(cfg: EvalConfig) -> EvalConfig:
         clip = ClipScorer.resolve(cfg.clip)
     except (ValueError, ModelNotFound) as e:
         raise EvalConfigError(str(e), "clip") from None
-    try:
-        parsed = parse_spec(cfg.inpainter)
-    except ValueError as e:
-        raise EvalConfigError(str(e), "inpainter") from None
-    sources = [(parsed.base, "inpainter"), (parsed.controlnet, "inpainter")]
+    inpainter = cfg.inpainter
+    if inpainter == "auto":  # the world's renderer when every object is a synthetic-world class, else none
+        from smartmask.inference.synthetic_inpaint import synthetic_class
+
+        try:
+            for it in es.items:
+                synthetic_class(it["object"])
+            inpainter = "synthetic"
+        except ValueError:
+            inpainter = "none"
+    sources = []
+    if inpainter != "none":
+        try:
+            parsed = parse_spec(inpainter)
+        except ValueError as e:
+            raise EvalConfigError(str(e), "inpainter") from None
+        sources = [(parsed.base, "inpainter"), (parsed.controlnet, "inpainter")]
     for b in cfg.baseline_specs:
         if b.name == "inpaint-segment":
             sources.append((b.spec, "baselines"))  # the segmenter
@@ -98,26 +108,27 @@ def pin_specs(cfg: EvalConfig) -> EvalConfig:
                 model_revision(source)
             except ModelNotFound as e:
                 raise EvalConfigError(str(e), field) from None
-    return dataclasses.replace(cfg, fid_extractor=fid, clip=clip)
+    return dataclasses.replace(cfg, fid_extractor=fid, clip=clip, inpainter=inpainter)
 
 
-def previous_runs(root: Path, eval_set: str, cfg: EvalConfig, versions: list[str] | None) -> list[Path]:
+def previous_runs(root: Path, eval_set: str, cfg: EvalConfig,
+                  versions: list[str] | None) -> list[tuple[str, EvalConfig, Path]]:
     """Complete runs on `eval_set` with `cfg`'s settings for the model `versions` (default: the newest other
     version registered before this one that has such a run)."""
     found = []
-    if versions is None:
+    if versions is None:  # the newest earlier version with a complete run of these settings on this set
         lineages = [json.loads(p.read_text()) for p in (root / "models").glob("version=*/lineage.json")]
         order = [m["version"] for m in sorted(lineages, key=lambda m: (m["created_at"], m["version"]))]  # oldest first
         mine = order.index(cfg.model_version) if cfg.model_version in order else len(order)
-        versions = [v for v in reversed(order[:mine])][:1]
-        only_existing = True
-    else:
-        only_existing = False
+        for v in reversed(order[:mine]):
+            other = dataclasses.replace(cfg, model_version=v)
+            folder = eval_run_dir(root, default_run_name(eval_set, v, other.config_hash()))
+            if (folder / "summary.parquet").exists():
+                return [(v, other, folder)]
+        return []
     for v in versions:
         other = dataclasses.replace(cfg, model_version=v)
-        folder = eval_run_dir(root, default_run_name(eval_set, v, other.config_hash()))
-        if (folder / "summary.parquet").exists() or not only_existing:
-            found.append((v, other, folder))
+        found.append((v, other, eval_run_dir(root, default_run_name(eval_set, v, other.config_hash()))))
     return found
 
 

@@ -19,7 +19,7 @@ from smartmask.evaluation.config import EvalConfig
 from smartmask.evaluation.eval_set import EvalSetConfig, build_eval_set
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-OFFLINE = {"fid_extractor": "random-conv:0", "clip": "tiny-random:0"}
+OFFLINE = {"fid_extractor": "random-conv:0", "clip": "tiny-random:0", "inpainter": "synthetic"}
 MASK_METRICS = ("n_masks", "empty", "mask_rle", "iou", "boundary_f", "best_of_n_iou", "diversity")
 
 
@@ -50,24 +50,24 @@ def _by(rows: list[dict]) -> dict[tuple[str, str], dict]:
 
 
 # -- sd-inpaint:DIR --------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def plain(lake):
+# The Evaluator builds plain pipelines with the default InpaintConfig (30 steps, classifier-free guidance): ~2-4 s a
+# call for the tiny pipeline on a loaded 2-core machine. The fast test takes box guidance only; point and scribble
+# are a slow test.
+def _plain_eval(lake, guidance: tuple[str, ...]) -> dict:
     from smartmask.evaluation.evaluator import Evaluator
 
-    cfg = EvalConfig.for_tests(baselines=("box", f"sd-inpaint:{lake['sd']}"), guidance=("box", "point", "scribble"),
-                               **OFFLINE)
+    cfg = EvalConfig.for_tests(baselines=("box", f"sd-inpaint:{lake['sd']}"), guidance=guidance, **OFFLINE)
     ev = Evaluator(lake["lake"], "small", cfg)
     item = lake["eval_set"].items[0]
-    return {"ev": ev, "item": item, "rows": ev.evaluate(item), "sd": lake["sd"]}
+    return {"ev": ev, "item": item, "rows": ev.evaluate(item), "sd": lake["sd"], "guidance": guidance}
 
 
-def test_plain_inpaint_rows(plain):
-    rows, item = plain["rows"], plain["item"]
-    assert sorted((r["method"], r["model_version"], r["guidance"]) for r in rows) == \
-        sorted(plain["ev"].expected())
-    by = _by(rows)
+def _check_plain_rows(run: dict) -> None:
+    rows, item = run["rows"], run["item"]
+    assert sorted((r["method"], r["model_version"], r["guidance"]) for r in rows) == sorted(run["ev"].expected())
     assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows if r["status"] != "ok"]
-    for g in ("box", "point", "scribble"):
+    by = _by(rows)
+    for g in run["guidance"]:
         sd, box = by[("sd-inpaint", g)], by[("box", g)]
         assert sd["model_version"] == "baseline:sd-inpaint" and sd["item_id"] == item["item_id"]
         # Same mask as the box baseline: the guidance region itself.
@@ -79,20 +79,20 @@ def test_plain_inpaint_rows(plain):
         assert len(sd["fake_feat"]) == len(sd["real_feat"]) > 0 and np.isfinite(sd["clip_score"])
 
 
-def test_plain_inpaint_output_is_the_whole_crop(plain):
+def _check_plain_outputs(run: dict) -> None:
     """The scored output (recomputed: the item's seed makes it deterministic) differs from the input outside the
     coarse region, and nowhere outside the crop `insert_object` would inpaint for that region."""
     from smartmask.evaluation.evaluator import guidance_inputs
     from smartmask.evaluation.metrics import default_bg_dilation, norm_l2_bg
     from smartmask.inference.insert import insert_object
 
-    ev, item = plain["ev"], plain["item"]
+    ev, item = run["ev"], run["item"]
     image = _image(item)
     H, W = image.shape[:2]
     gt = masks.decode({"size": [H, W], "counts": item["gt_rle"]}).astype(bool)
     (b,) = [b for b in ev.baselines if b.name == "sd-inpaint"]
     pipe = ev._plain_pipe(b.spec)
-    assert pipe.inpainter.id.startswith(f"sd-inpaint:{plain['sd']}@")
+    assert pipe.inpainter.id.startswith(f"sd-inpaint:{run['sd']}@")
     side = int(pipe.inpainter.native)
 
     class Blank:  # insert_object's crop for this region at the pipeline's native side, without running it
@@ -101,8 +101,8 @@ def test_plain_inpaint_output_is_the_whole_crop(plain):
         def __call__(self, img, mask, prompt, negative, seed, obj=None):
             return np.zeros((self.native, self.native, 3), np.uint8)
 
-    by = _by(plain["rows"])
-    for g in ("box", "point", "scribble"):
+    by = _by(run["rows"])
+    for g in run["guidance"]:
         _, coarse = guidance_inputs(item, g)
         out = ev._baseline(b, item, image, g)
         assert not out.error and out.image.shape == image.shape and out.image.dtype == np.uint8
@@ -117,6 +117,26 @@ def test_plain_inpaint_output_is_the_whole_crop(plain):
         # The row's Norm. L2-BG is this output's.
         assert by[("sd-inpaint", g)]["l2_bg"] == pytest.approx(
             norm_l2_bg(out.image, image, gt, default_bg_dilation(H, W)), rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def plain(lake):
+    return _plain_eval(lake, ("box",))
+
+
+def test_plain_inpaint_rows(plain):
+    _check_plain_rows(plain)
+
+
+def test_plain_inpaint_output_is_the_whole_crop(plain):
+    _check_plain_outputs(plain)
+
+
+@pytest.mark.slow
+def test_plain_inpaint_point_and_scribble(lake):
+    run = _plain_eval(lake, ("point", "scribble"))
+    _check_plain_rows(run)
+    _check_plain_outputs(run)
 
 
 # -- inpaint-segment:SEGMENTER ---------------------------------------------------------------------------------------
@@ -148,6 +168,9 @@ def _check_inside_box(rows: list[dict], items: dict) -> int:
 
 
 def test_inpaint_segment_rows(lake):
+    """The tiny random Mask2Former through `PanopticSegmenter.load`: on these items it finds none of the objects
+    (its labels map onto person/table/sky/water/wall only), so the masks are empty, which is a valid outcome; the
+    stand-in segmenter below covers non-empty masks."""
     from smartmask.evaluation.evaluator import Evaluator
 
     cfg = EvalConfig.for_tests(baselines=("box", f"inpaint-segment:{lake['m2f']}"),
@@ -163,7 +186,7 @@ def test_inpaint_segment_rows(lake):
 def test_inpaint_segment_keeps_the_object_class_inside_the_box(lake):
     """A stand-in segmenter that finds the object's class over the whole image (and another class too): the mask is
     exactly the guidance region's box, whatever its shape."""
-    from smartmask.evaluation.evaluator import Evaluator
+    from smartmask.evaluation.evaluator import Evaluator, guidance_inputs
     from smartmask.inference.layout import Region
 
     class Everywhere:
@@ -187,8 +210,6 @@ def test_inpaint_segment_keeps_the_object_class_inside_the_box(lake):
     rows = ev.evaluate(item)
     assert Everywhere.calls == 3
     assert _check_inside_box(rows, {item["item_id"]: item}) == 3
-    from smartmask.evaluation.evaluator import guidance_inputs
-
     for r in rows:
         _, coarse = guidance_inputs(item, r["guidance"])
         assert np.array_equal(_mask(r, item), box_mask(mask_box(coarse), *coarse.shape)), r["guidance"]
@@ -214,3 +235,18 @@ def test_failing_baseline_fails_only_its_rows(lake, tmp_path):
         for m in ("box", "oracle"):
             assert by[(m, g)]["status"] == "ok", by[(m, g)]["error"]
             assert 0.0 <= by[(m, g)]["iou"] <= 1.0
+
+
+def test_inpaint_segment_without_inpainter_fails_only_its_rows(lake):
+    """`--inpainter none`: inpaint + segment has nothing to segment (failed rows saying so); the box baseline's mask
+    metrics are still there."""
+    from smartmask.evaluation.evaluator import Evaluator
+
+    cfg = EvalConfig.for_tests(baselines=("box", f"inpaint-segment:{lake['m2f']}"), guidance=("box",),
+                               **(OFFLINE | {"inpainter": "none"}))
+    rows = Evaluator(lake["lake"], "small", cfg).evaluate(lake["eval_set"].items[0])
+    by = _by(rows)
+    assert set(by) == {("box", "box"), ("inpaint-segment", "box")}
+    bad = by[("inpaint-segment", "box")]
+    assert bad["status"] == "failed" and "inpainter" in bad["error"] and "\n" not in bad["error"]
+    assert by[("box", "box")]["status"] == "ok" and by[("box", "box")].get("l2_bg") is None

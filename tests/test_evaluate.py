@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from tiny_models import register_tiny_smartmask
@@ -30,7 +27,7 @@ from smartmask.evaluation.eval_set import (
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
-OFFLINE = {"fid_extractor": "random-conv:0", "clip": "tiny-random:0"}
+OFFLINE = {"fid_extractor": "random-conv:0", "clip": "tiny-random:0", "inpainter": "synthetic"}
 
 
 @pytest.fixture(scope="module")
@@ -197,11 +194,6 @@ def test_evaluate_flow_reproduces_and_pairs_versions(lake, prefect_harness):
     assert n[0]["n"] == len(lake["eval_set"].items) * 10
 
 
-def _cli(*args: str, lake: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows", *args, "--lake", str(lake)], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
-
-
 @pytest.mark.parametrize("args, flag", [
     (["evaluate", "--model", "nope"], "--model"),
     (["evaluate", "--baselines", "magic"], "--baselines"),
@@ -226,11 +218,32 @@ def test_cli_refuses_bad_jobs(lake, args, flag):
 
 
 def test_cli_eval_set_is_immutable(lake):
-    ok = _cli("eval-set", "small", "--dataset", f"synth@{lake['version']}", "--items", "6", lake=lake["lake"])
-    assert ok.returncode == 0, ok.stderr
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    def cli(*args):
+        return CliRunner().invoke(app, [*args, "--lake", str(lake["lake"])])
+
+    ok = cli("eval-set", "small", "--dataset", f"synth@{lake['version']}", "--items", "6")
+    assert ok.exit_code == 0, (ok.output, ok.exception)
     assert ok.stdout.strip().splitlines()[-1] == "small"
-    refused = _cli("eval-set", "small", "--dataset", "synth", "--items", "6", "--seed", "1", lake=lake["lake"])
-    assert refused.returncode == 2 and "never change" in refused.stderr
+    refused = cli("eval-set", "small", "--dataset", "synth", "--items", "6", "--seed", "1")
+    assert refused.exit_code == 2 and "never change" in refused.stderr
     meta = json.loads((eval_set_dir(lake["lake"], "small") / "eval_set.json").read_text())
     assert meta["items"] == len(lake["eval_set"].items)
-    assert np.isfinite(meta["items"])
+
+
+def test_without_inpainter_only_mask_metrics(lake):
+    """`--inpainter none` (what `auto` becomes on a dataset the synthetic renderer cannot draw): mask metrics, no
+    insertion metrics; `auto` on the synthetic world is its renderer."""
+    from flows.evaluate import pin_specs
+    from smartmask.evaluation.evaluator import Evaluator
+
+    cfg = EvalConfig.for_tests(model_version=lake["models"][0], **(OFFLINE | {"inpainter": "auto"}))
+    assert pin_specs(cfg, lake["eval_set"]).inpainter == "synthetic"
+    ev = Evaluator(lake["lake"], "small", EvalConfig.for_tests(model_version=lake["models"][0],
+                                                               **(OFFLINE | {"inpainter": "none"})))
+    rows = ev.evaluate(lake["eval_set"].items[0])
+    assert rows and all(r["status"] == "ok" for r in rows)
+    assert all(r["iou"] is not None and r.get("l2_bg") is None and r.get("fake_feat") is None for r in rows)

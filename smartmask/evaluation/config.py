@@ -67,7 +67,11 @@ class EvalConfig:
     n_suggestions: int = 4
     steps: int = 20
     scheduler: str = "dpm"
-    inpainter: str = "synthetic"  # the inpainter of the smartmask, box, oracle and inpaint-segment rows
+    # The inpainter of the smartmask, box, oracle and inpaint-segment rows: an inpainter spec, "none" (mask metrics
+    # only), or "auto" (decided when the run starts: the synthetic world's renderer when every eval object is one of
+    # its classes, else none — no generative inpainter is available offline).
+    inpainter: str = "auto"
+    inpaint_steps: int | None = None  # the generative inpainters' steps (None: InpaintConfig's default)
     fid_extractor: str = "auto"  # inception when its weights are present, else the offline random-conv:0
     clip: str = "auto"  # a CLIP directory or hub id; auto: openai/clip-vit-base-patch32 when cached, else tiny-random
     n_boot: int = 1000  # bootstrap resamples per interval (Local-FID: at most 200, it is a set statistic)
@@ -83,7 +87,7 @@ class EvalConfig:
             Baseline.parse(b)
         if self.model_version is None and not self.baselines:
             raise EvalConfigError("nothing to evaluate: no model and no baseline", "model")
-        if self.n_suggestions < 1 or self.steps < 1 or self.n_boot < 10:
+        if self.n_suggestions < 1 or self.steps < 1 or self.n_boot < 10 or (self.inpaint_steps or 1) < 1:
             raise EvalConfigError(f"n_suggestions and steps must be >= 1 and n_boot >= 10: {self}", "n")
 
     @property
@@ -109,5 +113,5 @@ class EvalConfig:
 
     @classmethod
     def for_tests(cls, **overrides) -> EvalConfig:
-        """Test-size settings: 2 suggestions of 4 steps, 100 bootstrap resamples."""
-        return cls(**({"n_suggestions": 2, "steps": 4, "n_boot": 100} | overrides))
+        """Test-size settings: 2 suggestions of 4 steps, 2 inpainting steps, 100 bootstrap resamples."""
+        return cls(**({"n_suggestions": 2, "steps": 4, "inpaint_steps": 2, "n_boot": 100} | overrides))

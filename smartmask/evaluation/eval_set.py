@@ -236,5 +236,5 @@ def ensure_default(lake: Path, dataset: str, version: str) -> EvalSet:
 
 
 def _check_name(name: str) -> None:
-    if not name or not all(c.isalnum() or c in "-_.@" for c in name) or name.startswith("."):
-        raise EvalSetError(f"eval set name {name!r}: use letters, digits, '-', '_', '.', '@'")
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise EvalSetError(f"eval set name {name!r}: use letters, digits, '-', '_', '.'")

@@ -25,6 +25,7 @@ from smartmask.boxes import box_mask, mask_box
 from smartmask.evaluation.config import Baseline, EvalConfig
 from smartmask.evaluation.eval_set import EvalSet, load_eval_set
 from smartmask.evaluation.scoring import Output, score_item
+from smartmask.inference.inpaint import InpaintConfig
 from smartmask.inference.suggest import Control, SuggestConfig
 
 
@@ -51,12 +52,11 @@ def plain_inpaint(image: np.ndarray, mask: np.ndarray, obj: str, context: str, i
     from PIL import Image
 
     from smartmask.inference import paste
-    from smartmask.inference.insert import build_prompt
+    from smartmask.inference.insert import build_prompt, inpaint_crop
 
     H, W = mask.shape
-    crop = paste.square_crop(paste.mask_bbox(mask), H, W, margin=cfg.crop_margin,
-                             min_side=round(cfg.min_crop_frac * inpainter.native))
     native = int(inpainter.native)
+    crop, _ = inpaint_crop(mask, cfg, native)
     gen = inpainter(paste.image_to_native(paste.extract(image, crop), native),
                     paste.mask_to_native(paste.extract(mask, crop), native), build_prompt(obj, context),
                     cfg.negative_prompt, int(seed), obj=obj)
@@ -91,12 +91,17 @@ class Evaluator:
         self.set = eval_set if isinstance(eval_set, EvalSet) else load_eval_set(self.lake, eval_set)
         self.cfg = cfg
         self.base = base or {}
+        if cfg.inpainter == "auto":
+            raise ValueError("EvalConfig.inpainter 'auto' must be decided before the evaluator starts "
+                             "(flows.evaluate.pin_specs)")
+        self.inserts = cfg.inpainter != "none"  # "none": mask metrics only
+        painter = cfg.inpainter if self.inserts else None
+        self.inpaint_config = InpaintConfig() if cfg.inpaint_steps is None else InpaintConfig(steps=cfg.inpaint_steps)
+        kw = {"inpainter": painter, "inpaint_config": self.inpaint_config, "device": cfg.device}
         if cfg.model_version:
-            self.pipe = SmartMaskPipeline.from_lake(self.lake, cfg.model_version, inpainter=cfg.inpainter,
-                                                    device=cfg.device)
+            self.pipe = SmartMaskPipeline.from_lake(self.lake, cfg.model_version, **kw)
         else:
-            self.pipe = SmartMaskPipeline.from_lake(self.lake, with_model=False, inpainter=cfg.inpainter,
-                                                    device=cfg.device)
+            self.pipe = SmartMaskPipeline.from_lake(self.lake, with_model=False, **kw)
         self.baselines = cfg.baseline_specs
         self._plain: dict[str, SmartMaskPipeline] = {}
         self._segmenters: dict[str, object] = {}
@@ -113,7 +118,7 @@ class Evaluator:
         found = self.pipe.suggest(item["object"], item["context"], scene=scene, control=control, config=cfg)
         ranked = found.masks
         out = None
-        if ranked[0].any():
+        if ranked[0].any() and self.inserts:
             out = self.pipe.insert(item["object"], item["context"], image=image, mask=ranked[0],
                                    mask_source=f"smartmask:{self.cfg.model_version}", seed=int(item["seed"])).image
         return Output("smartmask", self.cfg.model_version, guidance, ranked, out, time.perf_counter() - t0)
@@ -132,8 +137,10 @@ class Evaluator:
             pipe = self._plain_pipe(b.spec)
             out = plain_inpaint(image, mask, obj, ctx, pipe.inpainter, pipe.inpaint_config, seed)
             return Output(b.name, b.label, guidance, [mask], out, time.perf_counter() - t0)
+        if b.name == "inpaint-segment" and not self.inserts:
+            raise ValueError("inpaint-segment needs an inpainter (the run's inpainter is none)")
         out = self.pipe.insert(obj, ctx, image=image, mask=mask, mask_source=b.label, seed=seed).image \
-            if mask.any() else None
+            if mask.any() and self.inserts else None
         if b.name == "inpaint-segment":
             seg = self._segmenter(b.spec).segment(out, self._vocab())
             found = np.zeros_like(mask)
@@ -148,7 +155,7 @@ class Evaluator:
 
         if spec not in self._plain:
             self._plain[spec] = SmartMaskPipeline.from_lake(self.lake, with_model=False, inpainter=spec,
-                                                            device=self.cfg.device)
+                                                            inpaint_config=self.inpaint_config, device=self.cfg.device)
         return self._plain[spec]
 
     def _segmenter(self, spec: str):

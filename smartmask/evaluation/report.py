@@ -23,6 +23,8 @@ INSERTION = [("local_fid", "Local-FID ↓"), ("clip_score", "CLIP-Score ↑"), (
              ("bg_mse", "BG MSE ↓")]
 MASKS = [("iou", "IoU ↑"), ("boundary_f", "boundary F ↑"), ("best_of_n_iou", "best-of-N IoU ↑"),
          ("diversity", "diversity"), ("plausibility", "plausibility ↑")]
+_GUIDANCE_ORDER = ["none", "box", "point", "scribble"]
+_SIZE_ORDER = ["<1%", "1-5%", ">5%"]
 GUIDANCE_NAMES = {"none": "mask-free", "box": "box", "point": "point (coarse spatial)", "scribble": "scribble"}
 
 
@@ -39,8 +41,13 @@ def _cell(row: dict | None) -> str:
     return "—" if row is None else fmt(row["value"], row["low"], row["high"])
 
 
+def _method_key(version: str) -> tuple:
+    """The model first, then the box, then the other baselines."""
+    return version.startswith("baseline:"), version != "baseline:box", version
+
+
 def _method_order(versions: list[str]) -> list[str]:
-    return sorted(versions, key=lambda v: (v.startswith("baseline:"), v != "baseline:box", v))
+    return sorted(versions, key=_method_key)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -62,7 +69,7 @@ def render(record: dict, summary: list[dict], counts: dict) -> str:
            f"content hash {record.get('eval_set_hash', '')[:12]})",
            f"- {cfg.get('n_suggestions')} suggestions per item ({cfg.get('steps')} {cfg.get('scheduler')} steps), "
            f"inpainter `{cfg.get('inpainter')}`; Local-FID features: `{ext}`; CLIP backbone: `{backbone}` (raw "
-           "cosine); config hash {record.get('config_hash')}",
+           f"cosine); config hash {record.get('config_hash')}",
            f"- rows: {counts.get('ok_rows', '?')} scored, {counts.get('failed_rows', 0)} failed",
            "- every figure: mean [95% bootstrap interval over items]; Local-FID on square crops of the object's box "
            "(10% margin, 299 px), one value per method, its interval from resampled items",
@@ -90,7 +97,9 @@ def render(record: dict, summary: list[dict], counts: dict) -> str:
                 *_table(["method", "guidance", "size", "IoU", "n"],
                         [[r["model_version"], GUIDANCE_NAMES[r["guidance"]], r["size_bin"],
                           fmt(r["value"], r["low"], r["high"]), str(r["n"])]
-                         for r in sorted(sizes, key=lambda r: (r["guidance"], r["size_bin"], r["model_version"]))]),
+                         for r in sorted(sizes, key=lambda r: (_GUIDANCE_ORDER.index(r["guidance"]),
+                                                              _SIZE_ORDER.index(r["size_bin"]),
+                                                              _method_key(r["model_version"])))]),
                 ""]
     paired = [r for r in summary if r["stat"] == "paired"]
     if paired:

@@ -91,6 +91,21 @@ def _validate(image: np.ndarray, mask: np.ndarray, alpha: np.ndarray | None) -> 
         raise ValueError(f"alpha must be an {mask.shape} uint8 array like the image; got {got}")
 
 
+def inpaint_crop(mask: np.ndarray, cfg: InpaintConfig, native: int) -> tuple[paste.Crop, int]:
+    """The square `insert_object` inpaints for `mask` and the feather radius used there (also the crop the
+    evaluation's plain-inpainting baselines return whole)."""
+    H, W = mask.shape
+    # The crop must hold the whole dilated mask, whose radius depends on the crop's scale: size the crop for
+    # the mask's bbox plus the radius the bbox alone implies, then fix the radius for the crop actually chosen.
+    x0, y0, x1, y1 = paste.mask_bbox(mask)
+    min_side = round(cfg.min_crop_frac * native)
+    guess = paste.square_crop((x0, y0, x1, y1), H, W, margin=cfg.crop_margin, min_side=min_side)
+    r = paste.feather_radius(cfg.dilate_px, guess, native)
+    grown = (max(x0 - r, 0), max(y0 - r, 0), min(x1 + r, W), min(y1 + r, H))
+    crop = paste.square_crop(grown, H, W, margin=cfg.crop_margin, min_side=min_side)
+    return crop, min(paste.feather_radius(cfg.dilate_px, crop, native), r)  # never past what the crop was sized for
+
+
 def insert_object(
     image: np.ndarray,
     mask: np.ndarray,
@@ -112,15 +127,7 @@ def insert_object(
     H, W = mask.shape
     native = int(inpainter.native)
 
-    # The crop must hold the whole dilated mask, whose radius depends on the crop's scale: size the crop for
-    # the mask's bbox plus the radius the bbox alone implies, then fix the radius for the crop actually chosen.
-    x0, y0, x1, y1 = paste.mask_bbox(mask)
-    min_side = round(cfg.min_crop_frac * native)
-    guess = paste.square_crop((x0, y0, x1, y1), H, W, margin=cfg.crop_margin, min_side=min_side)
-    r = paste.feather_radius(cfg.dilate_px, guess, native)
-    grown = (max(x0 - r, 0), max(y0 - r, 0), min(x1 + r, W), min(y1 + r, H))
-    crop = paste.square_crop(grown, H, W, margin=cfg.crop_margin, min_side=min_side)
-    r = min(paste.feather_radius(cfg.dilate_px, crop, native), r)  # never past what the crop was sized for
+    crop, r = inpaint_crop(mask, cfg, native)
     crop_img = paste.image_to_native(paste.extract(image, crop), native)
     crop_mask = paste.mask_to_native(paste.extract(mask, crop), native)
     t1 = time.perf_counter()
