@@ -9,7 +9,9 @@
     guidance = ["box", "point"]      # optional (default all): none | box | point | scribble
     n_suggestions = 4                # optional, 1..64 suggestions per item
     steps = 20                       # optional, 1..1000 sampling steps
-    inpainter = "synthetic"          # optional (default synthetic): KIND[:BASE[+CONTROLNET]] | synthetic | DIR
+    inpaint_steps = 30               # optional, 1..1000 steps of a generative inpainter
+    inpainter = "synthetic"          # optional: auto (default: synthetic on the synthetic world, else none) | none |
+                                     #   when every eval object is a synthetic-world class, else none: mask metrics)
     workers = 2                      # optional, 1..1024 evaluator actors (the CLI's --workers)
     ray_address = "auto"             # optional: join this Ray cluster (default: a local Ray)
     cron = "0 * * * *"               # optional: poll on this 5-field cron (e.g. hourly); absent: on demand only
@@ -48,10 +50,10 @@ if TYPE_CHECKING:
 
 NEWEST = "newest"  # = flows.evaluate.NEWEST (not imported here: parsing the file must not load Prefect flows)
 # EvalConfig integer fields settable from the file: name → (minimum, maximum), the CLI's bounds
-INT_FIELDS = {"n_suggestions": (1, 64), "steps": (1, 1000)}
+INT_FIELDS = {"n_suggestions": (1, 64), "steps": (1, 1000), "inpaint_steps": (1, 1000)}
 EVAL_KEYS = {"name", "model", "eval_set", "baselines", "guidance", "inpainter", "workers", "ray_address", "cron",
              "timezone", *INT_FIELDS}
-_EVAL_SET_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@")
+_EVAL_SET_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +118,7 @@ def parse_eval(table: Mapping[str, Any], where: str, base: Path) -> EvalEntry:
     if eval_set is not None:
         eval_set = eval_set.strip()
         if not set(eval_set) <= _EVAL_SET_CHARS or eval_set.startswith("."):
-            raise ValueError(f"{where}: 'eval_set' must be an eval set name (letters, digits, '-', '_', '.', '@'), "
+            raise ValueError(f"{where}: 'eval_set' must be an eval set name (letters, digits, '-', '_', '.'), "
                              f"got {eval_set!r}")
     baselines = _strings(table, "baselines", where)  # [] is allowed: no baselines
     if baselines is not None:
@@ -142,7 +144,9 @@ def parse_eval(table: Mapping[str, Any], where: str, base: Path) -> EvalEntry:
         config[key] = v
     inpainter = optional(table, "inpainter", where)
     if inpainter is not None:
-        config["inpainter"] = _inpainter(inpainter, where, base)
+        # auto / none as the CLI takes them (auto: the synthetic renderer on the synthetic world, else none)
+        config["inpainter"] = inpainter.strip() if inpainter.strip() in ("auto", "none") else \
+            _inpainter(inpainter, where, base)
     try:  # what the flow will build from the deployment's parameters
         EvalConfig.from_dict(config)
     except EvalConfigError as e:

@@ -18,7 +18,9 @@ from smartmask.boxes import box_mask, mask_box
 from smartmask.evaluation.config import EvalConfig
 from smartmask.evaluation.eval_set import EvalSetConfig, build_eval_set
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# Slow tier: tiny diffusers pipelines and a tiny Mask2Former per module (~30 s); the fast tier covers the evaluator
+# through tests/test_evaluate.py.
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 OFFLINE = {"fid_extractor": "random-conv:0", "clip": "tiny-random:0", "inpainter": "synthetic"}
 MASK_METRICS = ("n_masks", "empty", "mask_rle", "iou", "boundary_f", "best_of_n_iou", "diversity")
 
