@@ -313,3 +313,25 @@ def test_clip_scorer_loads_a_saved_model_through_the_production_loader(tmp_path)
     assert loaded.backbone.startswith(f"{folder}@")
     in_memory = ClipScorer(model, tokenizer, processor, backbone="tiny").score(crops, texts)
     np.testing.assert_allclose(loaded.score(crops, texts), in_memory, rtol=0, atol=1e-7)
+
+
+def test_background_scores_equal_the_definitions():
+    """`Background` (what the evaluator uses: B computed once per item) gives the same numbers as `norm_l2_bg` and
+    `background_psnr_mse` computed from scratch, on outputs changed inside and outside the object."""
+    from smartmask.evaluation.metrics import Background, background_psnr_mse, norm_l2_bg
+
+    rng = np.random.default_rng(5)
+    inp = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    obj = np.zeros((60, 80), bool)
+    obj[20:40, 30:50] = True
+    bg = Background(inp, obj, 3)
+    outs = [inp.copy(), inp.copy(), inp.copy()]
+    outs[1][22:38, 32:48] = 0  # inside the object only
+    outs[2][5:15, 5:70] = rng.integers(0, 256, (10, 65, 3), dtype=np.uint8)  # background damaged
+    for out in outs:
+        l2, psnr, mse = bg.score(out)
+        ref_psnr, ref_mse = background_psnr_mse(out, inp, obj, 3)
+        assert l2 == pytest.approx(norm_l2_bg(out, inp, obj, 3), rel=1e-12, abs=1e-15)
+        assert mse == pytest.approx(ref_mse, rel=1e-12, abs=1e-18)
+        assert psnr == ref_psnr or psnr == pytest.approx(ref_psnr, rel=1e-12)
+    assert bg.score(outs[0])[0] == 0.0 and bg.score(outs[1])[0] == 0.0 and bg.score(outs[2])[0] > 0.0

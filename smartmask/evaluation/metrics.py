@@ -161,3 +161,36 @@ def background_psnr_mse(
     mse = float(np.mean(np.square(out - inp)[bg]))
     psnr = float("inf") if mse == 0.0 else 10.0 * math.log10(1.0 / mse)
     return psnr, mse
+
+
+class Background:
+    """B of one input image and object mask, built once for the many outputs of an eval item (every method and
+    guidance type is scored against the same input): `score(out)` = (norm_l2_bg, bg_psnr, bg_mse) exactly as defined
+    above, but the dilation and ‖in ⊙ B‖₂ are computed once and only the pixels where the output differs from the
+    input are converted to float (the outputs differ from the input on a small region: that was most of the metric
+    time, bench/bench_eval.py). uint8 (H, W, 3) images only."""
+
+    def __init__(self, in_HWC: np.ndarray, object_mask_HW: np.ndarray, dilate_px: int):
+        self.inp = np.asarray(in_HWC)
+        if self.inp.dtype != np.uint8 or self.inp.ndim != 3:
+            raise ValueError(f"Background takes a uint8 (H, W, C) image, got {self.inp.dtype} {self.inp.shape}")
+        mask = np.asarray(object_mask_HW, bool)
+        if mask.shape != self.inp.shape[:2]:
+            raise ValueError(f"object mask {mask.shape} does not match the image {self.inp.shape[:2]}")
+        self.bg = ~dilate(mask, int(dilate_px))
+        self.values = int(self.bg.sum()) * self.inp.shape[2]
+        self.den = float(np.linalg.norm(self.inp[self.bg].astype(np.float64) / 255.0))
+
+    def score(self, out_HWC: np.ndarray) -> tuple[float, float, float]:
+        out = np.asarray(out_HWC)
+        if out.shape != self.inp.shape or out.dtype != np.uint8:
+            raise ValueError(f"output {out.dtype} {out.shape} does not match the input {self.inp.shape} uint8")
+        if self.values == 0:
+            return float("nan"), float("nan"), float("nan")
+        changed = np.any(out != self.inp, axis=2) & self.bg
+        d = (out[changed].astype(np.float64) - self.inp[changed]) / 255.0
+        ss = float(np.sum(d * d))
+        num = math.sqrt(ss)
+        l2 = (0.0 if num == 0.0 else float("inf")) if self.den == 0.0 else num / self.den
+        mse = ss / self.values
+        return l2, (float("inf") if mse == 0.0 else 10.0 * math.log10(1.0 / mse)), mse

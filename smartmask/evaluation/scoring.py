@@ -28,12 +28,11 @@ from smartmask import masks
 from smartmask.evaluation.clip_score import prompt_for
 from smartmask.evaluation.fid import object_crop
 from smartmask.evaluation.metrics import (
-    background_psnr_mse,
+    Background,
     best_of_n_iou,
     boundary_f,
     default_bg_dilation,
     diversity,
-    norm_l2_bg,
 )
 from smartmask.evaluation.plausibility import placement_check, plausibility_rate
 from smartmask.masks import mask_iou
@@ -63,7 +62,7 @@ def score_item(item: dict, image_HWC: np.ndarray, outputs: list[Output], *, extr
     H, W = image_HWC.shape[:2]
     gt = masks.decode({"size": [H, W], "counts": item["gt_rle"]}).astype(bool)
     box = tuple(item["bbox"])
-    dil = default_bg_dilation(H, W)
+    background = Background(image_HWC, gt, default_bg_dilation(H, W))
     inserted = [o for o in outputs if o.image is not None and not o.error]
     crops = [object_crop(image_HWC, box)] + [object_crop(o.image, box) for o in inserted]
     feats = _feats(extractor, crops)
@@ -90,8 +89,8 @@ def score_item(item: dict, image_HWC: np.ndarray, outputs: list[Output], *, extr
         if o.guidance == "none" and scene is not None:
             row["plausibility"] = plausibility_rate([placement_check(x, item["object"], scene) for x in o.masks])
         if id(o) in fake:
-            psnr, mse = background_psnr_mse(o.image, image_HWC, gt, dil)
-            row |= {"l2_bg": norm_l2_bg(o.image, image_HWC, gt, dil), "bg_psnr": psnr, "bg_mse": mse,
+            l2, psnr, mse = background.score(o.image)
+            row |= {"l2_bg": l2, "bg_psnr": psnr, "bg_mse": mse,
                     "clip_score": clip_scores[id(o)], "fake_feat": fake[id(o)]}
         rows.append(row)
     share = (time.perf_counter() - t0) / max(1, len(rows))
