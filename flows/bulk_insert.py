@@ -135,6 +135,9 @@ def _run(root: Path, catalog: Path, run: str, cfg: BulkConfig, fmt: str, rows: i
         manifest = finish(folder, rows, record, attempt)
     manifest["summary"] = summary_table(manifest, attempt)
     manifest["folder"] = str(folder)
+    from tasks.dashboard import dashboard_task
+
+    manifest["dashboard"] = dashboard_task(root)
     get_run_logger().info("bulk insertion run %s %s: %d in, %d inserted, %d rejected", run, manifest["status"],
                           manifest["in"], manifest["inserted"], manifest["rejected"])
     return manifest

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from flows import cli_bulk, cli_eval, cli_inference  # noqa: F401  (register bulk-insert, evaluate, eval-set, suggest, insert)
+from flows import cli_bulk, cli_dashboard, cli_eval, cli_inference  # noqa: F401  (register their commands)
 from flows.cli_app import (
     SEED_MAX,
     ExplicitLakeOpt,

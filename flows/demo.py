@@ -199,7 +199,11 @@ def demo(lake: str | None = None, scenes: int = 200, seed: int = 0, train_budget
         report.append(bulk["summary"])
         report.append(f"bulk insertion outputs: {bulk['folder']} (query them: SELECT * FROM insert_items WHERE run = "
                       f"'{bulk['run']}')")
-    return {"dataset_version": version, "model_version": mv, "heldout": check, "product_path": path, "insert": ins,
+    from tasks.dashboard import dashboard_task
+
+    dash = dashboard_task(root)
+    report.append(f"dashboard: {dash}" if dash else "dashboard: not written (see the log)")
+    return {"dataset_version": version, "model_version": mv, "heldout": check, "dashboard": dash, "product_path": path, "insert": ins,
             "bulk": bulk, "eval_run": trained.get("eval_run"), "eval_folder": trained.get("eval_folder"), "report": "\n".join(report), "last_id": mv}
 
 

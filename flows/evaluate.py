@@ -192,7 +192,9 @@ def _run(root: Path, cfg: EvalConfig, eval_set: str, run: str | None, compare_to
 
         write_json_atomic(manifest, manifest_path)
     get_run_logger().info("evaluation run %s complete: %d items, %d rows", run, counts["items"], counts["rows"])
-    return manifest | {"report": out["report"], "folder": str(folder)}
+    from tasks.dashboard import dashboard_task
+
+    return manifest | {"report": out["report"], "folder": str(folder), "dashboard": dashboard_task(root)}
 
 
 if __name__ == "__main__":

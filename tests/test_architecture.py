@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("smartmask", "flows", "tasks")
+PACKAGES = ("smartmask", "flows", "tasks", "dashboards")
 
 
 def _modules() -> dict[str, Path]:
@@ -57,6 +57,14 @@ def test_the_walk_sees_the_library():
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if m.split(".")[0] == "smartmask"))
 def test_library_imports_no_executor_or_front_end(module):
     forbidden = {"prefect", "ray", "typer", "flows", "tasks"}
+    bad = sorted(n for n in _imports(MODULES[module]) if n.split(".")[0] in forbidden)
+    assert not bad, f"{module} imports {bad}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.split(".")[0] == "dashboards"))
+def test_dashboards_import_no_executor(module):
+    """The dashboard generator reads the lake (DuckDB) and the library; flows and tasks call it, not the reverse."""
+    forbidden = {"prefect", "ray", "flows", "tasks"}
     bad = sorted(n for n in _imports(MODULES[module]) if n.split(".")[0] in forbidden)
     assert not bad, f"{module} imports {bad}"
 

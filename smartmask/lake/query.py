@@ -149,6 +149,9 @@ def connect(lake: Path, views: Mapping[str, LakeView] | None = None) -> duckdb.D
         types = {n: _duck_types(con, s.schema) for n, s in views.items() if s.schema is not None}
         spill = os.path.join(tempfile.gettempdir(), f"smartmask-duckdb-{uuid.uuid4().hex}")
         con.execute(f"SET temp_directory = {_lit(spill)}")
+        # DuckDB draws a progress bar on stdout for queries over ~2 s; stdout is for results (`smartmask query`),
+        # and the locked configuration below could not turn it off later.
+        con.execute("SET enable_progress_bar = false")
         con.execute(f"SET allowed_directories = [{', '.join(_lit(d) for d in allowed)}]")
         con.execute("SET allowed_paths = []")
         con.execute("SET enable_external_access = false")
