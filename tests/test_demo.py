@@ -75,3 +75,5 @@ def test_demo_end_to_end_learns_to_beat_the_box(tmp_path, prefect_harness):
     assert all(r["low"] <= r["value"] <= r["high"] and r["n"] >= 10 for r in agg if r["metric"] != "plausibility")
     for text in (model_version, "baseline:box", "baseline:oracle", "Table 1 style", "Table 2 style"):
         assert text in out["report"]
+    # The demo ends by writing the dashboard and printing its path.
+    assert out["dashboard"] == str(lake / "dashboard.html") and f"dashboard: {out['dashboard']}" in out["report"]

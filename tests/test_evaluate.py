@@ -173,6 +173,7 @@ def test_evaluate_flow_reproduces_and_pairs_versions(lake, prefect_harness):
     cfg_a = EvalConfig.for_tests(model_version=a, **OFFLINE)
     first = evaluate(cfg_a, "small", root, workers=2)
     assert first["status"] == "complete" and first["failed_rows"] == 0
+    assert first["dashboard"] and Path(first["dashboard"]).stat().st_size > 0  # the flow rewrote the dashboard
     again = evaluate(cfg_a, "small", root, run="small-again", workers=2)
     strip = ("seconds_inference", "seconds_metrics")
 
