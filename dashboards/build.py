@@ -22,7 +22,6 @@ import decimal
 import hashlib
 import json
 import math
-import os
 import re
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from dashboards.gallery import bulk_samples, gallery_entries
+from smartmask.lake.io import write_bytes_atomic
 
 HERE = Path(__file__).resolve().parent
 SQL_DIR = HERE / "sql"
@@ -160,18 +160,6 @@ def render_page(data: dict) -> str:
     return re.sub(r"\{\{(csp|style|data|plotly|app)\}\}", lambda m: parts[m.group(1)], template)
 
 
-def write_atomic(out: Path, text: str) -> int:
-    data = text.encode("utf-8")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return len(data)
-
-
 def collect(lake: Path, *, gallery: int = 24) -> tuple[dict, dict]:
     """(the page's data, timings): every query's result, the catalog and cards, the gallery and samples."""
     from smartmask.lake.query import connect
@@ -229,7 +217,9 @@ def build_dashboard(lake: Path, out: Path, *, gallery: int = 24) -> dict:
     query), timings (per query; "pictures": the thumbnails and the tables made JSON-able), warnings."""
     start = time.perf_counter()
     data, timings = collect(lake, gallery=gallery)
-    size = write_atomic(Path(out), render_page(data))
+    page = render_page(data).encode("utf-8")
+    write_bytes_atomic(page, Path(out))
+    size = len(page)
     return {
         "out": str(out),
         "panels": {p: v["rows"] for p, v in data["panels"].items()},

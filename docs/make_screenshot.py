@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import tempfile
 import threading
@@ -90,14 +89,10 @@ def screenshot(lake: Path | None, out: Path, workdir: Path, *, width: int = 1400
         server.server_close()
         thread.join(10)
 
+    from smartmask.lake.io import write_bytes_atomic
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(png)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes_atomic(png, out)
     return {"out": str(out), "bytes": len(png), "build": summary}
 
 

@@ -103,6 +103,7 @@ def summary_task(folder: Path, record: dict, counts: dict, compare_to: list[Path
     from smartmask.evaluation.report import render
     from smartmask.evaluation.store import read_items, write_summary
     from smartmask.evaluation.summary import aggregate_rows, compare_versions
+    from smartmask.lake.io import write_bytes_atomic
 
     rows = read_items(folder)
     summary = aggregate_rows(rows, n_boot=n_boot)
@@ -110,7 +111,5 @@ def summary_task(folder: Path, record: dict, counts: dict, compare_to: list[Path
         summary += compare_versions(rows, read_items(other), n_boot=n_boot)
     write_summary(folder, summary)
     report = render(record, summary, counts)
-    tmp = folder / ".report.md.tmp"
-    tmp.write_text(report)
-    tmp.replace(folder / "report.md")
+    write_bytes_atomic(report.encode("utf-8"), folder / "report.md")
     return {"summary_rows": len(summary), "report": report}

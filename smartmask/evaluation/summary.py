@@ -42,10 +42,6 @@ def _groups(rows: list[dict]) -> dict[tuple, list[dict]]:
     return out
 
 
-def _fid_stat(real: np.ndarray, fake: np.ndarray):
-    return frechet_distance(real, fake)
-
-
 def _fid_rows(sel: list[dict]) -> tuple[np.ndarray, np.ndarray] | None:
     got = [r for r in sel if r.get("fake_feat") is not None and r.get("real_feat") is not None]
     if len(got) < 2:
@@ -78,7 +74,7 @@ def aggregate_rows(rows: list[dict], *, n_boot: int = 1000, seed: int = 0) -> li
                                      "extractor": s[0].get("clip_backbone") if metric == "clip_score" else None})
             feats = _fid_rows(s) if cls == "*" else None
             if feats is not None:
-                iv = bootstrap_statistic(_fid_stat, *feats, n_boot=min(n_boot, FID_MAX_BOOT), seed=seed)
+                iv = bootstrap_statistic(frechet_distance, *feats, n_boot=min(n_boot, FID_MAX_BOOT), seed=seed)
                 out.append(common | {"metric": "local_fid", "class": cls, "size_bin": size, "value": iv.value,
                                      "low": iv.low, "high": iv.high, "n": iv.n, "higher_is_better": False,
                                      "extractor": s[0].get("fid_extractor")})
