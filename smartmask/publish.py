@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections import Counter
 
 import pyarrow as pa
@@ -23,7 +22,7 @@ import pyarrow.parquet as pq
 
 from smartmask import DATA_CODE_VERSION
 from smartmask.lake.cards import write_card
-from smartmask.lake.io import rows_to_table, write_json_atomic, write_parquet_atomic
+from smartmask.lake.io import rows_to_table, utc_stamp, write_json_atomic, write_parquet_atomic
 from smartmask.lake.paths import dataset_dir
 from smartmask.lake.schemas import REJECTS, VOCABULARY
 from smartmask.rebuild_plan import Plan
@@ -169,7 +168,7 @@ def publish(plan: Plan) -> dict:
         "counts": counts, "cycles_broken": stats["cycles_broken"], "shards": len(plan.jobs),
         "status": "published" if stats["image_accepted"] > 0 else "no_accepted_records",
         "top_reject_reasons": _top_reasons(plan),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created_at": utc_stamp(),
     }
     write_card(plan.lake, plan.name, plan.version, plan.staging, manifest)
     write_json_atomic(manifest, plan.staging / "_manifest.json")

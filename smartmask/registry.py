@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -22,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from smartmask import DATA_CODE_VERSION
-from smartmask.lake.io import rows_to_table, write_json_atomic, write_parquet_atomic
+from smartmask.lake.io import rows_to_table, utc_stamp, write_json_atomic, write_parquet_atomic
 from smartmask.lake.paths import dataset_dir, model_dir
 from smartmask.lake.schemas import MODELS
 from smartmask.model.config import ModelConfig
@@ -94,7 +93,7 @@ def register(lake: Path, checkpoint: Path, model_cfg: ModelConfig, training: dic
     write_json_atomic(training, staging / "training.json")
     vocab = pq.read_table(dataset_dir(lake, dataset, dataset_version) / "vocabulary")
     write_parquet_atomic(vocab, staging / "vocabulary.parquet")
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    created = utc_stamp()
     lineage = {"version": version, "preset": model_cfg.preset, "dataset": dataset, "dataset_version": dataset_version,
                "run_id": run_id, "steps": int(metrics.get("step", 0)), "metrics": metrics, "created_at": created,
                "code_version": DATA_CODE_VERSION, "base_model": model_cfg.base_model}

@@ -107,7 +107,8 @@ def test_models_lists_lineage_and_headline_metrics(synthetic_lake_copy, tmp_path
         "preset": cfg.preset, "dataset": f"synth@{version}", "run_id": "run-a", "steps": 7, "final_loss": 0.5,
         "val_loss": 0.625}
     assert by_version[b]["val_loss"] is None and by_version[b]["run_id"] == "run-b"
-    assert [r["version"] for r in rows if r["newest"]] == [resolve_model(lake)] == [rows[0]["version"]]
+    # b was registered last, within the same second as a: still the newest (created_at is to the microsecond)
+    assert [r["version"] for r in rows if r["newest"]] == [resolve_model(lake)] == [rows[0]["version"]] == [b]
     r = runner.invoke(app, ["models", "--lake", str(lake), "--format", "csv"])
     assert r.exit_code == 0 and len(list(csv.DictReader(io.StringIO(r.stdout)))) == 2
 

@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import pyarrow.parquet as pq
 from smartmask import masks
 from smartmask.boxes import mask_box
 from smartmask.conditioning.guidance import dilate
-from smartmask.lake.io import write_json_atomic
+from smartmask.lake.io import utc_stamp, write_json_atomic
 from smartmask.lake.locks import lake_lock
 from smartmask.lake.paths import dataset_dir
 
@@ -206,7 +205,7 @@ def publish(lake: Path, name: str, manifest: pa.Table, shapes: pa.Table, meta: d
         stage.mkdir(parents=True)
         pq.write_table(manifest, stage / "manifest.parquet", compression="zstd")
         pq.write_table(shapes, stage / "shapes.parquet", compression="zstd")
-        write_json_atomic(meta | {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        write_json_atomic(meta | {"created_at": utc_stamp()},
                           stage / "eval_set.json")
         os.replace(stage, final)
     return load_eval_set(lake, name)
