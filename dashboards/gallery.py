@@ -17,6 +17,7 @@ from dashboards.images import (
     inside,
     layout_uri,
     local_path,
+    mask_thumb,
     overlay_uri,
     photo_uri,
     thumb_size,
@@ -46,16 +47,41 @@ def _run_photo(lake: Path, run: str, relative: str | None) -> str:
     return photo_uri(inside(_run_dir(lake, run), relative))
 
 
-def _output(lake: Path, row: dict) -> dict:
-    uri, note = _try(_run_photo, lake, row["run"], row.get("inserted_path"))
+def _overlay(rle: str, height: int, width: int, size: tuple[int, int]) -> str:
+    return overlay_uri(mask_thumb(rle, height, width, size))
+
+
+def _overlays(rle: str, height: int, width: int, size: tuple[int, int], **kw) -> tuple[str, str]:
+    """(fill, outline-only) overlays of one mask, sampled once."""
+    m = mask_thumb(rle, height, width, size)
+    return overlay_uri(m, **kw), overlay_uri(m, outline_only=True, **kw)
+
+
+class Pictures:
+    """Thumbnails drawn once per build however many entries show them (a bulk output can be both a gallery
+    entry's and a sample's; an image, several entries')."""
+
+    def __init__(self, lake: Path):
+        self.lake = lake
+        self._seen: dict[tuple, tuple[str | None, str | None]] = {}
+
+    def get(self, key: tuple, fn, *args, **kwargs) -> tuple[str | None, str | None]:
+        if key not in self._seen:
+            self._seen[key] = _try(fn, *args, **kwargs)
+        return self._seen[key]
+
+    def output(self, run: str, relative: str | None) -> tuple[str | None, str | None]:
+        return self.get(("run", run, relative), _run_photo, self.lake, run, relative)
+
+
+def _output(pictures: Pictures, row: dict) -> dict:
+    uri, note = pictures.output(row["run"], row.get("inserted_path"))
     return {"run": row.get("run"), "model_version": row.get("model_version"), "path": row.get("inserted_path"),
             "image": uri, "image_note": note}
 
 
-def gallery_entries(lake: Path, rows: list[dict]) -> list[dict]:
+def gallery_entries(pictures: Pictures, rows: list[dict]) -> list[dict]:
     """The page's gallery entries from the rows of `sql/gallery.sql` (see the module doc)."""
-    photos: dict[tuple, tuple[str | None, str | None]] = {}
-    layouts: dict[tuple, tuple[str | None, str | None]] = {}
     out = []
     for row in rows:
         width, height = row.get("width"), row.get("height")
@@ -68,21 +94,19 @@ def gallery_entries(lake: Path, rows: list[dict]) -> list[dict]:
         if size is None:
             photo, layout = (None, "the image is not in the dataset version"), (None, "no layout")
         else:  # an image (and a layout: the image and k) is drawn once however many entries show it
-            if key not in photos:
-                photos[key] = _try(_local_photo, row.get("uri"), size)
-            if (key, k) not in layouts:
-                layouts[(key, k)] = _try(layout_uri, below, size) if below or k == 0 else (None, "no layers")
-            photo, layout = photos[key], layouts[(key, k)]
+            photo = pictures.get(("photo", *key, size), _local_photo, row.get("uri"), size)
+            layout = (pictures.get(("layout", *key, k), layout_uri, below, size) if below or k == 0
+                      else (None, "no layers"))
         if gt is not None and size is not None:
-            gt_uri, gt_note = _try(overlay_uri, gt["rle"], gt["height"], gt["width"], size, gt=True)
-            gt_line, _ = _try(overlay_uri, gt["rle"], gt["height"], gt["width"], size, gt=True, outline_only=True)
+            pair, gt_note = _try(_overlays, gt["rle"], gt["height"], gt["width"], size, gt=True)
+            gt_uri, gt_line = pair or (None, None)
         else:
-            gt_uri, gt_note, gt_line = None, "no ground-truth layer", None
+            gt_uri, gt_line, gt_note = None, None, "no ground-truth layer"
         methods = []
         for m in row.get("methods") or []:
             mask, note = None, m.get("error") or ("failed" if not m.get("ok") else None)
             if m.get("ok") and m.get("mask_rle") and size is not None:
-                mask, note = _try(overlay_uri, m["mask_rle"], height, width, size)
+                mask, note = _try(_overlay, m["mask_rle"], height, width, size)
             elif m.get("ok") and size is not None:
                 note = "empty mask" if m.get("empty") else "no mask stored"
             methods.append({"model_version": m.get("model_version"), "method": m.get("method"), "ok": m.get("ok"),
@@ -100,12 +124,12 @@ def gallery_entries(lake: Path, rows: list[dict]) -> list[dict]:
             "layout_labels": sorted({r["label"] for r in below if r.get("label") is not None}),
             "gt": gt_uri, "gt_outline": gt_line, "gt_note": gt_note,
             "methods": methods,
-            "outputs": [_output(lake, o) for o in (row.get("outputs") or [])],
+            "outputs": [_output(pictures, o) for o in (row.get("outputs") or [])],
         })
     return out
 
 
-def bulk_samples(lake: Path, rows: list[dict]) -> list[dict]:
+def bulk_samples(pictures: Pictures, rows: list[dict]) -> list[dict]:
     """The bulk panel's sample outputs from the rows of `sql/bulk_samples.sql`: each inserted output (read inside
     its run's folder only) and its input image (a local path only)."""
     out = []
@@ -113,7 +137,8 @@ def bulk_samples(lake: Path, rows: list[dict]) -> list[dict]:
         sample = {k: row.get(k) for k in ("run", "item_id", "object", "context", "guidance", "model_version",
                                           "chosen_rank", "score", "mask_area", "inserted_path")}
         sample["file"] = file_name(row.get("image_uri"))
-        sample["image"], sample["image_note"] = _try(_local_photo, row.get("image_uri"))
-        sample["output"], sample["output_note"] = _try(_run_photo, lake, row["run"], row.get("inserted_path"))
+        sample["image"], sample["image_note"] = pictures.get(("input", row.get("image_uri")), _local_photo,
+                                                             row.get("image_uri"))
+        sample["output"], sample["output_note"] = pictures.output(row["run"], row.get("inserted_path"))
         out.append(sample)
     return out

@@ -495,6 +495,28 @@ def test_serve_serves_that_file_only(built):
         thread.join(10)
 
 
+def test_a_mask_thumbnail_is_the_same_decoded_or_read_from_its_runs(monkeypatch):
+    """Both paths of `mask_thumb` sample the same 2 x 2 points per thumbnail pixel: the same thumbnail, and a
+    thumbnail of a rectangle is the rectangle scaled."""
+    import dashboards.images as di
+
+    rng = np.random.default_rng(5)
+    cases = [((rng.uniform(size=(480, 640)) < 0.5).astype(np.uint8), (192, 144)),
+             ((rng.uniform(size=(37, 53)) < 0.3).astype(np.uint8), (20, 14))]
+    box = np.zeros((480, 640), np.uint8)
+    box[120:360, 160:480] = 1
+    cases.append((box, (192, 144)))
+    for m, size in cases:
+        rle = masks.encode(m)["counts"]
+        decoded = di.mask_thumb(rle, *m.shape, size)
+        monkeypatch.setattr(di, "DECODE_PIXELS", 0)
+        assert (decoded == di.mask_thumb(rle, *m.shape, size)).all()
+        monkeypatch.undo()
+    expected = np.zeros((144, 192), bool)
+    expected[36:108, 48:144] = True
+    assert (decoded == expected).all()
+
+
 def test_large_masks_are_read_from_their_runs(monkeypatch):
     """Above DECODE_PIXELS a mask is sampled from its RLE runs, never decoded whole: at full size that is exactly the
     decoded mask, and the run lengths are pycocotools' own."""
@@ -508,6 +530,6 @@ def test_large_masks_are_read_from_their_runs(monkeypatch):
             rle = masks.encode(m)["counts"]
             runs = di.rle_counts(rle)
             assert (m == np.repeat(np.arange(runs.size) % 2, runs).reshape(w, h).T).all()
-            assert (di._mask_small(rle, h, w, (w, h)) == m.astype(bool)).all()
+            assert (di.mask_thumb(rle, h, w, (w, h)) == m.astype(bool)).all()
     with pytest.raises(ValueError):
-        di._mask_small(masks.encode(np.ones((4, 4), np.uint8))["counts"], 5, 5, (5, 5))
+        di.mask_thumb(masks.encode(np.ones((4, 4), np.uint8))["counts"], 5, 5, (5, 5))
