@@ -14,7 +14,16 @@ from typing import Annotated
 
 import typer
 
-from flows import cli_bulk, cli_dashboard, cli_eval, cli_inference  # noqa: F401  (register their commands)
+from flows import (  # noqa: F401  (register their commands)
+    cli_bulk,
+    cli_dashboard,
+    cli_design,
+    cli_eval,
+    cli_inference,
+    cli_layout,
+    cli_plan_check,
+    cli_planner,
+)
 from flows.cli_app import (
     SEED_MAX,
     ExplicitLakeOpt,
