@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 def utc_stamp() -> str:
     """Now in UTC, ISO 8601 to the microsecond: "newest version" is max(created_at, version), and two versions
     published within one second must still order by time, not by their hash."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
