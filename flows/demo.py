@@ -7,7 +7,9 @@ class-shape oracle side by side, every metric with its interval; the report is p
 the pipeline object: IoU of box-guided masks vs the box at 32×32
 → the product path on held-out scenes (`suggest` with a box, mask-free diversity, DPM-Solver 20 vs DDIM 50, at
 image resolution) → one `insert` with the `synthetic` inpainter (the world's own renderer, not a generative model),
-whose output must equal the input outside the dilated mask → a bulk insertion run (flow `bulk_insert`, Ray Data)
+whose output must equal the input outside the dilated mask → a layout of seven objects designed from scratch with
+the prior planner (`smartmask.design`), stored in the lake and rendered by the synthetic renderer → a bulk insertion
+run (flow `bulk_insert`, Ray Data)
 over `bulk_items` held-out items with their ground-truth layouts and the `synthetic` inpainter, its summary printed.
 
 The synthetic world is generated under `<lake>/raw/synth-seed<S>-n<N>/` (the images the dataset's rows point
@@ -136,6 +138,46 @@ def bulk_stage(root: Path, raw: Path, dataset_version: str, model_version: str, 
     return bulk_insert(str(catalog), f"demo-{model_version}-n{n}", cfg, str(root))
 
 
+# The demo's design (paper Fig. 7): seven synthetic-world objects from an empty canvas with the prior planner, 4
+# suggestions of 10 steps per box: a few seconds on 2 cores.
+DEMO_DESIGN = {"objects": ("tree", "house", "car", "bench", "person", "dog", "bird"), "canvas": (320, 240),
+               "context": "a park with a lake: a house behind a tree, a car, a person with a dog by a bench, a "
+                          "bird in the sky", "planner": "prior", "n_boxes": 4, "steps": 10, "n_suggestions": 4}
+
+
+def design_step(root: Path, model_version: str, seed: int = 0) -> dict:
+    """Design a layout from scratch, store it, render it with the synthetic renderer beside it."""
+    from smartmask.design.designer import DesignConfig, Designer
+    from smartmask.design.render import render_layout
+    from smartmask.design.store import layout_dir, save_layout, save_render, version_ref
+
+    cfg = DesignConfig(model=model_version, seed=seed, **DEMO_DESIGN)
+    designer = Designer.from_lake(root, cfg)
+    result = designer.design(cfg)
+    stored = save_layout(root, result.layout, vocabulary=f"model:{model_version}", operation={
+        "op": "design", "planner": designer.planner.id, "model_version": model_version, "seed": seed,
+        "placed": list(result.placed), "failed": list(result.failed)})
+    folder = layout_dir(root, stored.layout_id, stored.version)
+    rendered = save_render(root, stored, render_layout(stored, "synthetic", seed=seed, lake=root),
+                           renderer="synthetic", seed=seed)
+    plausible = [s.plausibility["plausible"] for s in result.steps if s.plausibility is not None]
+    return {"ref": version_ref(stored), "folder": str(folder), "rendered": str(rendered / "image.png"), "placed": list(result.placed),
+            "failed": list(result.failed), "objects": len(result.steps), "plausible": sum(plausible),
+            "judged": len(plausible), "planner": designer.planner.id, "lines": [s.line() for s in result.steps]}
+
+
+@task(name="design", cache_policy=NO_CACHE)
+def design_task(root: Path, model_version: str, seed: int = 0) -> dict | None:
+    """`design_step`; a design that fails is logged and skipped: it must not end the demo."""
+    try:
+        return design_step(root, model_version, seed)
+    except Exception as e:  # noqa: BLE001 - any failure of this step is reported, the demo goes on
+        from prefect import get_run_logger
+
+        get_run_logger().warning("design step failed: %s: %s", type(e).__name__, " ".join(str(e).split()))
+        return None
+
+
 @flow(name="demo")
 def demo(lake: str | None = None, scenes: int = 200, seed: int = 0, train_budget_s: float = 180.0,
          train_steps: int | None = None, bulk_items: int = 100) -> dict:
@@ -194,6 +236,15 @@ def demo(lake: str | None = None, scenes: int = 200, seed: int = 0, train_budget
         report.append(f"insert {ins['object']!r} into held-out image {ins['image_id']} (synthetic inpainter): "
                       f"{ins['changed_inside']} pixels changed, outside the dilated mask identical: "
                       f"{ins['identical_outside']} -> {ins['out']}")
+    designed = design_task(root, mv, seed)
+    if designed:
+        report.append(f"design {designed['ref']} with {designed['planner']}: placed {len(designed['placed'])}/"
+                      f"{designed['objects']} objects ({designed['plausible']}/{designed['judged']} plausible "
+                      f"placements)")
+        report.append(f"design: {designed['folder']}/ (layout.png, layout_legend.png); rendered: "
+                      f"{designed['rendered']}")
+    else:
+        report.append("design: not written (see the log)")
     bulk = bulk_stage(root, raw, version, mv, bulk_items) if bulk_items > 0 else None
     if bulk:
         report.append(bulk["summary"])
@@ -204,7 +255,7 @@ def demo(lake: str | None = None, scenes: int = 200, seed: int = 0, train_budget
     dash = dashboard_task(root)
     report.append(f"dashboard: {dash}" if dash else "dashboard: not written (see the log)")
     return {"dataset_version": version, "model_version": mv, "heldout": check, "dashboard": dash, "product_path": path, "insert": ins,
-            "bulk": bulk, "eval_run": trained.get("eval_run"), "eval_folder": trained.get("eval_folder"), "report": "\n".join(report), "last_id": mv}
+            "bulk": bulk, "design": designed, "eval_run": trained.get("eval_run"), "eval_folder": trained.get("eval_folder"), "report": "\n".join(report), "last_id": mv}
 
 
 if __name__ == "__main__":

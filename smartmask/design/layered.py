@@ -30,6 +30,11 @@ class DesignLayer:
     seed: int | None = None
     planner: str | None = None
     score: float | None = None
+    # A layer moved or scaled partly off the canvas keeps its whole mask, so that moving it back restores every
+    # pixel (`smartmask.design.ops`): `full_mask` (h, w) bool with its top-left at canvas pixel `full_at` = (x, y),
+    # and `mask_HW` always equals its crop to the canvas (`place`). None: `mask_HW` is the whole layer.
+    full_mask: np.ndarray | None = None
+    full_at: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -38,9 +43,38 @@ class DesignLayer:
         if m.ndim != 2:
             raise LayoutError(f"layer {self.label!r}: mask must be 2-d")
         object.__setattr__(self, "mask_HW", m.astype(bool, copy=False))
+        if self.full_mask is not None:
+            full = np.asarray(self.full_mask)
+            if full.ndim != 2:
+                raise LayoutError(f"layer {self.label!r}: full mask must be 2-d")
+            at = (int(self.full_at[0]), int(self.full_at[1]))
+            object.__setattr__(self, "full_mask", full.astype(bool, copy=False))
+            object.__setattr__(self, "full_at", at)
+            # A stale full mask (mask_HW changed without it) would bring back pixels on the next move: refuse it.
+            if not np.array_equal(place(self.full_mask, at, self.mask_HW.shape), self.mask_HW):
+                raise LayoutError(f"layer {self.label!r}: its mask is not the canvas crop of its full mask")
 
     def with_mask(self, mask_HW: np.ndarray, **changes) -> DesignLayer:
+        """The layer with a new canvas mask (and no off-canvas part unless `full_mask=` is given too)."""
+        changes.setdefault("full_mask", None)
+        changes.setdefault("full_at", (0, 0))
         return replace(self, mask_HW=mask_HW, **changes)
+
+    def whole(self) -> tuple[np.ndarray, tuple[int, int]]:
+        """The whole mask and the canvas pixel (x, y) of its top-left: off-canvas parts included."""
+        return (self.mask_HW, (0, 0)) if self.full_mask is None else (self.full_mask, self.full_at)
+
+
+def place(mask: np.ndarray, at: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """`mask` with its top-left at canvas pixel `at` = (x, y), cropped to a canvas of `shape` = (H, W): bool."""
+    H, W = shape
+    x, y = int(at[0]), int(at[1])
+    h, w = mask.shape
+    out = np.zeros((H, W), bool)
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+    if x0 < x1 and y0 < y1:
+        out[y0:y1, x0:x1] = mask[y0 - y:y1 - y, x0 - x:x1 - x]
+    return out
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

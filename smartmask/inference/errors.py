@@ -7,7 +7,7 @@ for it: the CLI maps "box" to `--bbox`, a bulk job to the catalog column `bbox`.
 from __future__ import annotations
 
 FIELDS = ("image", "object", "box", "point", "scribble", "control", "layout", "n", "steps", "scheduler", "mask",
-          "pick", "segmenter", "inpainter", "model", "dedupe")
+          "pick", "segmenter", "inpainter", "model", "dedupe", "planner", "objects", "canvas", "renderer")
 
 
 class BadInput(ValueError):

@@ -7,6 +7,8 @@ Each part of a lake has exactly one owner, and nothing else may write under it:
     <lake>/_staging/...           `rebuild` and `train` (work in progress)
     <lake>/caption_cache/...      `rebuild`'s captioner
     <lake>/_locks/, <lake>/_ray/  the lock files of running jobs; Ray Train's run state
+    <lake>/planners/...           `train-planner` (registered LLaVA planner versions)
+    <lake>/layouts/...            `design` and `layout` edits (stored layout versions, each renamed into place)
     <lake>/runs/kind=<kind>/...   the stage of that kind (train, bench, suggest, insert, ...)
 
 Writing there from another command corrupts the lake: masks saved inside a published dataset version made every
@@ -35,7 +37,9 @@ OWNERS = {"datasets": "`smartmask rebuild` (published dataset versions)",
           "_staging": "`rebuild` and `train` (work in progress)",
           "caption_cache": "`rebuild`'s captioner",
           "_locks": "the running rebuilds and trainings (their lock files)",
-          "_ray": "`smartmask train` (Ray Train's run state)"}
+          "_ray": "`smartmask train` (Ray Train's run state)",
+          "planners": "`smartmask train-planner` (registered planner versions)",
+          "layouts": "`smartmask design` and `smartmask layout` (stored layout versions)"}
 
 
 class PathRefused(ValueError):

@@ -43,6 +43,8 @@ from smartmask.lake.schemas import (
     EVAL_ITEMS,
     EVAL_SUMMARY,
     INSERT_ITEMS,
+    LAYOUT_LAYERS,
+    LAYOUTS,
     MODELS,
     TRAIN_METRICS,
 )
@@ -75,6 +77,20 @@ VIEWS["eval_summary"] = LakeView("runs/kind=eval/run=*/summary.parquet", EVAL_SU
 # columns (union by name, NULL where another benchmark's row lacks them).
 VIEWS["bench"] = LakeView("runs/kind=bench/run=*/items.parquet", pa.schema([("bench", pa.string()), ("at", pa.string())]),
                           ("kind", "run"))
+
+
+def _folder_keyed(schema: pa.Schema, *keys: str) -> pa.Schema:
+    """`schema` without the columns a hive folder key of the same name supplies (DuckDB lets the folder's value win,
+    as text, so the view takes them from the partitions only)."""
+    return pa.schema([f for f in schema if f.name not in keys])
+
+
+# Stored layered layouts (smartmask.design.store): one row per layer / per version; `layout` and `version` (text)
+# from the folders <lake>/layouts/layout=<id>/version=<n>/.
+VIEWS["layout_layers"] = LakeView("layouts/layout=*/version=*/layers.parquet",
+                                  _folder_keyed(LAYOUT_LAYERS, "version"), ("layout", "version"))
+VIEWS["layouts"] = LakeView("layouts/layout=*/version=*/layout.parquet", _folder_keyed(LAYOUTS, "version"),
+                            ("layout", "version"))
 
 _GLOB_CHARS = set("*?[{")
 

@@ -252,3 +252,54 @@ EVAL_SUMMARY = pa.schema(
         ("higher_is_better", pa.bool_()),
     ]
 )
+
+# A stored layered layout (smartmask.design.store), one row per layer, back to front:
+# <lake>/layouts/layout=<id>/version=<n>/layers.parquet (beside layout.json, layout.parquet and the pictures).
+# In the `layout_layers` view `layout` and `version` come from the folder names (text, like every lake version).
+LAYOUT_LAYERS = pa.schema(
+    [
+        ("layout_id", pa.string()),
+        ("version", pa.int32()),
+        ("order", pa.int32()),  # 0 = back-most; the visible label of a pixel is that of its highest layer
+        ("label", pa.string()),
+        ("is_stuff", pa.bool_()),
+        ("origin", pa.string()),  # design | background | photo | user
+        ("rle", pa.string()),  # COCO compressed RLE counts of the amodal mask on the canvas (size: height, width)
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("area", pa.int64()),
+        ("visible_area", pa.int64()),  # pixels where this layer is the front-most one
+        ("box_x0", pa.float64()),  # the planner's box (designed layers only; else null)
+        ("box_y0", pa.float64()),
+        ("box_x1", pa.float64()),
+        ("box_y1", pa.float64()),
+        ("seed", pa.int64()),
+        ("planner", pa.string()),
+        ("score", pa.float64()),
+        # a layer moved or scaled partly off the canvas: its whole mask (RLE of full_height x full_width) with its
+        # top-left at canvas pixel (full_x, full_y); null while the layer lies wholly on the canvas
+        ("full_rle", pa.string()),
+        ("full_x", pa.int64()),
+        ("full_y", pa.int64()),
+        ("full_height", pa.int32()),
+        ("full_width", pa.int32()),
+    ]
+)
+
+# One row per stored layout version: <lake>/layouts/layout=<id>/version=<n>/layout.parquet (layout.json's fields).
+LAYOUTS = pa.schema(
+    [
+        ("layout_id", pa.string()),
+        ("version", pa.int32()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("context", pa.string()),
+        ("parent", pa.int32()),  # the version this one was edited from; null for a first version
+        ("note", pa.string()),
+        ("op", pa.string()),  # the operation that made it: design | add | remove | move | scale | reorder | ...
+        ("operation", pa.string()),  # JSON: the operation with its arguments
+        ("n_layers", pa.int32()),
+        ("vocabulary", pa.string()),  # where its colours come from: model:<version> | dataset:<name>@<version>
+        ("created_at", pa.string()),
+    ]
+)

@@ -1,6 +1,6 @@
 """The planner interface: (layout S_k, T_obj, T_context) → ranked candidate boxes with scores.
 
-    planner = load_planner("prior", lake)                     # or "prior:synth@VERSION", "llava:DIR_OR_ID_OR_VERSION"
+    planner = load_planner("prior", lake)     # smartmask.planner.load; or "prior:synth@VERSION", "llava:SOURCE"
     boxes = planner.propose(scene, "dog", "a dog on the grass in a park", n=4, seed=0)
     boxes[0].box                                              # (x0, y0, x1, y1) in the scene's pixels
 
@@ -12,7 +12,6 @@ that cannot propose anything raises `PlannerError` (one line) rather than return
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from smartmask.inference.errors import BadInput
@@ -66,26 +65,3 @@ def clip_box(box, width: int, height: int, min_side: float = 1.0) -> tuple[float
         y0 = min(max(0.0, (y0 + y1 - min_side) / 2), height - min_side)
         y1 = y0 + min_side
     return x0, y0, x1, y1
-
-
-def load_planner(spec: str, lake: str | Path | None = None, *, device: str | None = None) -> Planner:
-    """A planner from its spec:
-
-    - `prior` / `prior:DATASET[@VERSION]`: the statistical planner fitted on a dataset version of `lake` (default:
-      the newest version of the only dataset, or of `synth`);
-    - `llava:SOURCE`: the LLaVA planner from a registered planner version in `lake`, a local directory or a hub id.
-    """
-    kind, _, arg = (spec or "").partition(":")
-    if kind == "prior":
-        from smartmask.planner.prior import PriorPlanner
-
-        if lake is None:
-            raise PlannerError("the prior planner needs a lake to fit on")
-        return PriorPlanner.from_lake(Path(lake), arg or None)
-    if kind == "llava":
-        from smartmask.planner.llava import LlavaPlanner
-
-        if not arg:
-            raise PlannerError("llava planner needs a source: llava:VERSION, llava:DIR or llava:ORG/NAME")
-        return LlavaPlanner.load(arg, lake=None if lake is None else Path(lake), device=device)
-    raise PlannerError(f"unknown planner {spec!r}: expected prior, prior:DATASET[@VERSION] or llava:SOURCE")
