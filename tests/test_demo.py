@@ -10,6 +10,8 @@ margins are the same on any machine; the margins are what this step count reache
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from smartmask.lake.query import run_query
@@ -44,6 +46,12 @@ def test_demo_end_to_end_learns_to_beat_the_box(tmp_path, prefect_harness):
     assert path["maskfree_pairwise_iou"] < 0.9  # mask-free suggestions differ across seeds
     assert abs(path["dpm20_iou"] - path["ddim50_iou"]) <= 0.01  # both solvers solve the same ODE
     assert ins["identical_outside"] and ins["changed_inside"] > 0
+
+    # A layout of >= 6 objects designed from scratch with the prior planner, stored, rendered by the world's renderer.
+    design = out["design"]
+    assert design is not None and len(design["placed"]) >= 6, design
+    assert (Path(design["folder"]) / "layout.png").is_file() and Path(design["rendered"]).is_file()
+    assert f"rendered: {design['rendered']}" in out["report"]
 
     bulk = out["bulk"]
     assert bulk is not None and bulk["status"] == "complete" and bulk["in"] == BULK_ITEMS

@@ -117,7 +117,8 @@ def test_design_is_reproducible(designer, designed):
 
 
 def test_designed_layout_is_stored_and_reloads(designed, lake_model):
-    store = pytest.importorskip("smartmask.design.store")
+    from smartmask.design import store
+
     _, result = designed
     stored = store.save_layout(lake_model["lake"], result.layout, operation="design")
     assert stored.layout_id and stored.version == 1
@@ -127,6 +128,30 @@ def test_designed_layout_is_stored_and_reloads(designed, lake_model):
         assert np.array_equal(a.mask_HW, b.mask_HW) and a.origin == b.origin
         assert a.seed == b.seed and a.planner == b.planner
         assert (a.box is None) == (b.box is None) and (a.box is None or np.allclose(a.box, b.box))
+
+
+def test_a_designed_layout_renders_through_both_renderers(designed, tmp_path):
+    """The issue's point: a designed layout of >= 6 objects renders through the synthetic renderer and through the
+    segmentation-ControlNet path (a tiny random SD 1.5 + ControlNet, saved and loaded back as real weights are)."""
+    from smartmask.design.render import control_image, load_renderer, render_layout
+    from tests.tiny_controlnet import build_tiny_controlnet_seg_pipeline
+
+    cfg, result = designed
+    layout = result.layout
+    assert sum(lay.origin == "design" for lay in layout.layers) >= 6
+    H, W = layout.height, layout.width
+    synthetic = render_layout(layout, "synthetic", seed=0)
+    assert synthetic.shape == (H, W, 3) and synthetic.dtype == np.uint8
+    own = layout.owner_HW()
+    seen = [i for i in range(len(layout.layers)) if (own == i).any()]
+    means = {layout.layers[i].label: synthetic[own == i].mean(0) for i in seen}
+    assert len({tuple(np.round(m)) for m in means.values()}) == len(means)  # every class its own colour
+    seg = load_renderer(f"controlnet-seg:{build_tiny_controlnet_seg_pipeline(tmp_path / 'pipe')}", device="cpu")
+    image = render_layout(layout, seg, seed=0, steps=2)
+    assert image.shape == (H, W, 3) and image.dtype == np.uint8 and image.std() > 0
+    control = control_image(layout, W, H)  # what the ControlNet saw: one ADE20K colour per visible layer
+    for i in seen:
+        assert len(np.unique(control[own == i], axis=0)) == 1, layout.layers[i].label
 
 
 def test_unknown_object_is_named():
@@ -240,7 +265,6 @@ def _cli(*args):
 
 
 def test_cli_designs_stores_and_writes(lake_model, tmp_path):
-    pytest.importorskip("smartmask.design.store")
     out = tmp_path / "out"
     res = _cli("design", "--context", "a park with a lake", "--objects", "tree,dog,bird", "--canvas", "160,120",
                "--steps", "4", "--n", "2", "--boxes", "2", "--model", lake_model["model"],
