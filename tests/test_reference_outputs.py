@@ -86,4 +86,11 @@ def test_heldout_checks_equal_the_recorded_numbers(world, ref):
     grid = grid_check(world["pipe"], "synth", world["version"], SampleConfig(resolution=32), n_samples=8, steps=6)
     path = product_path_check(world["pipe"], "synth", world["version"], n_items=2, box_items=3, n=3)
     assert grid == pytest.approx(meta["heldout"]["grid"], abs=0, rel=1e-12)
-    assert path == pytest.approx(meta["heldout"]["product_path"], abs=0, rel=1e-12)
+    # The mask-free suggestions are thresholded probabilities at image size: on another CPU (AVX-512 vs AVX2
+    # kernels) a pixel near 0.5 can flip, which moves the pairwise IoU in the 4th digit (seen: 0.22292 vs the
+    # recorded 0.22298 on an AVX-512 EPYC). Every other number, and every recorded mask above, stays exact.
+    assert path == pytest.approx(meta["heldout"]["product_path"], abs=0, rel=1e-12) or (
+        path == pytest.approx(meta["heldout"]["product_path"] | {"maskfree_pairwise_iou": path["maskfree_pairwise_iou"]},
+                              abs=0, rel=1e-12)
+        and path["maskfree_pairwise_iou"] == pytest.approx(meta["heldout"]["product_path"]["maskfree_pairwise_iou"],
+                                                           abs=1e-3))

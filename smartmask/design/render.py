@@ -31,7 +31,7 @@ from smartmask.design import ade20k
 from smartmask.design.layered import LayeredLayout
 from smartmask.devices import check_device
 from smartmask.inference.errors import BadInput
-from smartmask.inference.inpaint import ContentFiltered, _torch_dtype
+from smartmask.inference.inpaint import _torch_dtype, output_pixels
 from smartmask.inference.synonyms import map_label
 from smartmask.pretrained import load_pretrained, model_revision
 from smartmask.synth import render as synth_render
@@ -203,13 +203,7 @@ class SegControlNetRenderer:
         )  # fmt: skip
         with torch.inference_mode():
             out = self.pipe(**kwargs)
-        flagged = getattr(out, "nsfw_content_detected", None)
-        if flagged and any(flagged):
-            raise ContentFiltered(f"{self.id}: the safety checker flagged the rendering of {layout.context!r}")
-        pixels = np.asarray(out.images[0], dtype=np.float32)
-        if not np.isfinite(pixels).all():
-            raise RuntimeError(f"{self.id}: the pipeline returned non-finite pixels")
-        image = (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        image = output_pixels(out, self.id, f"the rendering of {layout.context!r}")
         if (w, h) != (layout.width, layout.height):
             image = np.asarray(Image.fromarray(image).resize((layout.width, layout.height), Image.LANCZOS))
         return image

@@ -253,10 +253,16 @@ class DiffusersInpainter:
             kwargs["controlnet_conditioning_scale"] = cfg.controlnet_scale
         with torch.inference_mode():
             out = self.pipe(**kwargs)
-        flagged = getattr(out, "nsfw_content_detected", None)
-        if flagged and any(flagged):
-            raise ContentFiltered(f"{self.id}: the safety checker flagged the inpainted image for {prompt!r}")
-        pixels = np.asarray(out.images[0], dtype=np.float32)
-        if not np.isfinite(pixels).all():
-            raise RuntimeError(f"{self.id}: the pipeline returned non-finite pixels (try dtype='fp32')")
-        return (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return output_pixels(out, self.id, f"the inpainted image for {prompt!r}")
+
+
+def output_pixels(out, who: str, what: str) -> np.ndarray:
+    """The first image of a diffusers pipeline's output (`output_type="np"`) as (H, W, 3) uint8. `ContentFiltered`
+    when its safety checker flagged it: a black image must never pass for a result."""
+    flagged = getattr(out, "nsfw_content_detected", None)
+    if flagged and any(flagged):
+        raise ContentFiltered(f"{who}: the safety checker flagged {what}")
+    pixels = np.asarray(out.images[0], dtype=np.float32)
+    if not np.isfinite(pixels).all():
+        raise RuntimeError(f"{who}: the pipeline returned non-finite pixels (try dtype='fp32')")
+    return (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
