@@ -202,7 +202,7 @@ def _check_layer(layout, layer: int) -> None:
 
 @layout_app.command("render")
 def render(layout_id: IdArg,
-           renderer: Annotated[str, typer.Option("--renderer", help="synthetic | controlnet-seg:SOURCE")],
+           renderer: Annotated[str, typer.Option("--renderer", help="synthetic | controlnet-seg[:BASE[+CONTROLNET]]")],
            version: VersionOpt = None,
            seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="0..2**32-1")] = 0,
            out: Annotated[Path | None, typer.Option(
@@ -216,17 +216,18 @@ def render(layout_id: IdArg,
     folder = output_folder(out, lake=root, kind="layout_render") if out is not None else None
     layout = _load(root, layout_id, version)
     if not renderer.strip():
-        raise bad_input("--renderer: empty; give synthetic or controlnet-seg:SOURCE")
-    try:
-        from smartmask.design.render import render_layout
-    except ImportError as e:
-        typer.echo(f"error: layout rendering is not available here ({one_line(e)})", err=True)
-        raise typer.Exit(1) from None
+        raise bad_input("--renderer: empty; give synthetic or controlnet-seg[:BASE[+CONTROLNET]]")
+    from smartmask.design.render import render_layout
+    from smartmask.inference.inpaint import ContentFiltered
+    from smartmask.pretrained import ModelNotFound
+
     try:
         image = render_layout(layout, renderer, seed=seed, lake=root)
     except BadInput as e:
         flag = RENDER_FLAGS.get(getattr(e, "field", None) or "", "--renderer")
         raise bad_input(f"{flag}: {e}") from None
+    except (ModelNotFound, ContentFiltered) as e:  # weights not there (offline), or the safety checker's verdict
+        raise bad_input(f"--renderer: {one_line(e)}") from None
     ref = f"{layout.layout_id}@{layout.version}"
     folder = save_render(root, layout, image, renderer=renderer, seed=seed, folder=folder)
     typer.echo(f"rendered {ref} with {renderer} (seed {seed}): {image.shape[1]}x{image.shape[0]}")

@@ -61,8 +61,11 @@ def planner_check_cmd(
         p = load_planner(spec, root)
     except PlannerError as e:
         raise bad_input(f"--planner: {e}") from None
+    from smartmask.evaluation.oracle import ClassShapes
+
     try:
-        r = planner_check(root, name, version, p, n_items=items, seed=seed)
+        shapes = ClassShapes.fit(root, name, version, split="train", seed=seed)  # fitted once, for both checks
+        r = planner_check(root, name, version, p, n_items=items, seed=seed, shapes=shapes)
     except ValueError as e:  # no held-out targets
         raise bad_input(f"--dataset: {one_line(e)}") from None
     typer.echo(f"{p.id} on {name}@{version} held-out, {r['items']} targets, seed {seed} "
@@ -75,7 +78,10 @@ def planner_check_cmd(
                f"{_rate(r['plausibility_class_mean'])}, ground-truth box {_rate(r['plausibility_ground_truth'])}")
     if r["planner_errors"]:
         typer.echo(f"the planner could not answer {r['planner_errors']} targets (counted IoU 0, implausible)")
-    d = design_check(root, name, version, p, n_scenes=scenes, seed=seed, shapes=None)
+    d = design_check(root, name, version, p, n_scenes=scenes, seed=seed, shapes=shapes)
+    if not d["scenes"]:
+        typer.echo("designed layouts: n/a (no held-out image holds two or more things)")
+        return
     typer.echo(f"designed layouts ({d['scenes']} briefs from held-out scenes, {d['placements']} placements): "
                f"plausibility {p.id} {_rate(d['plausibility_planner'])} vs random boxes "
                f"{_rate(d['plausibility_random'])} ({_ratio(d['plausibility_planner'], d['plausibility_random'])})")

@@ -76,6 +76,12 @@ def train_planner(
                         "projector")
     if run_id is not None and not run_id.replace("-", "").replace("_", "").isalnum():
         raise bad_input(f"--run-id: must be letters, digits, '-' or '_', got {run_id!r}")
+    from smartmask.planner.llava_train import PlannerTrainConfig
+
+    batch = batch_size or PlannerTrainConfig().batch_size  # split evenly over the workers, as each one asserts
+    if batch % workers:
+        flag = "--batch-size" if batch_size else "--workers"
+        raise bad_input(f"{flag}: the batch of {batch} does not split evenly over {workers} workers")
     from smartmask.registry import NotFound, resolve_dataset
 
     try:

@@ -131,7 +131,7 @@ def test_designed_layout_is_stored_and_reloads(designed, lake_model):
 
 
 def test_a_designed_layout_renders_through_both_renderers(designed, tmp_path):
-    """The issue's point: a designed layout of >= 6 objects renders through the synthetic renderer and through the
+    """A designed layout of >= 6 objects renders through the synthetic renderer and through the
     segmentation-ControlNet path (a tiny random SD 1.5 + ControlNet, saved and loaded back as real weights are)."""
     from smartmask.design.render import control_image, load_renderer, render_layout
     from tests.tiny_controlnet import build_tiny_controlnet_seg_pipeline

@@ -397,8 +397,14 @@ def test_cli_bad_input_is_one_line_naming_the_flag(lake: Path, tmp_path: Path, a
     assert list_versions(lake, lid) == [1]  # nothing was written
 
 
+def test_cli_render_of_weights_that_are_not_there_is_one_line(lake: Path) -> None:
+    lid = save_layout(lake, scene(), operation="design").layout_id
+    r = cli("render", lid, "--renderer", "controlnet-seg:nobody/not-cached+nobody/not-cached-seg", "--lake", lake)
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: --renderer"), r.output
+
+
 def test_cli_render_writes_the_image(lake: Path, tmp_path: Path) -> None:
-    pytest.importorskip("smartmask.design.render")
     lid = save_layout(lake, scene(), operation="design").layout_id
     r = cli("render", lid, "--renderer", "synthetic", "--seed", 3, "--out", tmp_path / "out", "--lake", lake)
     assert r.exit_code == 0, r.output

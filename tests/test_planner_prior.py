@@ -154,8 +154,8 @@ def test_prior_beats_the_class_mean_box_and_random_boxes_on_held_out_scenes(held
 @pytest.mark.slow
 def test_layouts_the_prior_designs_are_plausible_where_random_boxes_are_not(held_out_world):
     """From an empty canvas (background from the caption), each held-out scene's object list placed by the prior
-    vs by random boxes of the class's sizes: nearly every prior placement is plausible. The issue asks for 2x the
-    random boxes' rate; random boxes land on a support about 56% of the time here, so 1.8x is the ceiling."""
+    vs by random boxes of the class's sizes: nearly every prior placement is plausible. Random
+    boxes land on a support about 56% of the time here, so a ratio of about 1.8x is the ceiling."""
     from smartmask.design.check import design_check
 
     lake, version = held_out_world["lake"], held_out_world["version"]
@@ -174,7 +174,7 @@ def test_support_is_learned_a_lamp_goes_on_the_table(held_out_world):
     """In a scene with a table, the lamp's top box stands on it: its footing band is mostly table. (The rules are
     the synthetic world's; the planner only saw its layers.)"""
     lake = held_out_world["lake"]
-    planner = PriorPlanner.from_lake(lake, None)  # the session lake's train split holds one lamp: too few
+    planner = PriorPlanner.from_lake(lake, None)  # this world, not the session lake (one lamp in its train split)
     hits = []
     for image_id in range(1, 61):
         full, _ = layout_from_lake(lake, "synth", str(image_id))

@@ -23,6 +23,7 @@ import numpy as np
 from smartmask.design.background import BackgroundPlan, StuffStats, plan_background
 from smartmask.design.layered import DesignLayer, LayeredLayout
 from smartmask.inference.errors import BadInput
+from smartmask.inference.inpaint import ContentFiltered
 from smartmask.inference.suggest import Control, SuggestConfig
 
 SEED_STRIDE = 1000  # object i samples from seed + 1000·i: its suggestions (seed + j, j < n ≤ 64) never overlap
@@ -206,8 +207,11 @@ class Designer:
         pipe = SmartMaskPipeline.from_lake(lake, cfg.model, segmenter=cfg.segmenter if photo else None,
                                            inpainter=cfg.inpainter if photo else None, inpaint_config=inpaint,
                                            device=device)
-        planner = load_planner(cfg.planner, lake, device=device)
         ds, dv = pipe.lineage.get("dataset"), pipe.lineage.get("dataset_version")
+        spec = cfg.planner
+        if spec == "prior" and ds and dv and (Path(lake) / "datasets" / f"name={ds}" / f"version={dv}").is_dir():
+            spec = f"prior:{ds}@{dv}"  # a bare prior learns from the data the model learned from
+        planner = load_planner(spec, lake, device=device)
         try:
             stuff = StuffStats.from_lake(Path(lake), ds, dv) if ds and dv else None
         except (OSError, ValueError):  # the dataset is not in this lake (a copied model): the rule instead
@@ -316,7 +320,8 @@ class Designer:
             try:
                 done = self.pipe.insert(layer.label, cfg.context, image=current, mask=layer.mask_HW,
                                         mask_source=f"design:{self.planner.id}", seed=step.seed, alpha=alpha)
-            except BadInput as e:  # e.g. an inpainter that cannot paint this class: the layer stays, unpainted
+            except (BadInput, ContentFiltered) as e:  # e.g. an inpainter that cannot paint this class, or a
+                # safety-checker hit: the layer stays, unpainted, and the design goes on
                 steps.append(replace(step, inserted=False, detail=_line(e)))
                 continue
             current, alpha = done.image, done.alpha

@@ -49,6 +49,8 @@ def _xyxy(bbox, W: int, H: int) -> np.ndarray:
 
 def train_boxes(d: Path, train: dict[str, tuple[int, int]]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Normalised training boxes (n, 4) per class, and those of every thing class pooled (the fallback)."""
+    if not train:
+        raise ValueError(f"{d} has no train images")
     t = pq.read_table(d / "layers", columns=["image_id", "label", "is_stuff", "bbox"],
                       filters=[("image_id", "in", list(train))]).to_pylist()
     by_class: dict[str, list] = {}
@@ -60,6 +62,8 @@ def train_boxes(d: Path, train: dict[str, tuple[int, int]]) -> tuple[dict[str, n
             by_class.setdefault(r["label"], []).append(b)
             if not r["is_stuff"]:
                 pooled.append(b)
+    if not pooled:
+        raise ValueError(f"{d} has no thing boxes in its train split")
     return {k: np.asarray(v) for k, v in by_class.items()}, np.asarray(pooled).reshape(-1, 4)
 
 
@@ -91,6 +95,8 @@ def planner_check(lake: str | Path, dataset: str, version: str, planner: Planner
     images = pq.read_table(d / "images", columns=["image_id", "split", "height", "width"]).to_pylist()
     train = {r["image_id"]: (r["height"], r["width"]) for r in images if r["split"] == "train"}
     val = {r["image_id"]: (r["height"], r["width"]) for r in images if r["split"] == "val"}
+    if not val:
+        raise ValueError(f"dataset {dataset}@{version} has no held-out (val) images")
     rows = pq.read_table(d / "layers", columns=["image_id", "layer", "label", "label_raw", "is_stuff", "bbox",
                                                 "area", "rle"], filters=[("image_id", "in", list(val))])
     rows = rows.to_pylist()

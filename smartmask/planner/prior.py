@@ -120,10 +120,11 @@ class PriorPlanner:
         kept: list[np.ndarray] = []
         for i in np.argsort(-rank_N, kind="stable"):
             b = boxes_N4[i]
-            if any(_iou(b, k) > cfg.dedupe_iou for k in kept):
-                continue
-            kept.append(b)
             px = clip_box((b[0] * W, b[1] * H, b[2] * W, b[3] * H), W, H)
+            # De-duplicated as the caller sees them, in pixels: on a tiny scene distinct candidates clip alike
+            if any(_iou(np.asarray(px), k) > cfg.dedupe_iou for k in kept):
+                continue
+            kept.append(np.asarray(px))
             out.append(BoxProposal(box=px, score=float(rank_N[i]), planner=self.id))
             if len(out) == n:
                 break

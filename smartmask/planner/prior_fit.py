@@ -204,6 +204,8 @@ def fit_prior(lake: Path, dataset: str, version: str, *, grid: int, band: float,
     d = dataset_dir(lake, dataset, version)
     images = pq.read_table(d / "images", columns=["image_id", "split", "height", "width"]).to_pylist()
     size = {r["image_id"]: (r["height"], r["width"]) for r in images if r["split"] == "train"}
+    if not size:  # (and an empty "in" filter is an Arrow type error, not an empty table)
+        raise ValueError(f"dataset {dataset}@{version} has no train images to fit the prior planner on")
     t = pq.read_table(d / "layers", columns=["image_id", "layer", "label", "is_stuff", "bbox", "rle"],
                       filters=[("image_id", "in", list(size))])
     rows = sorted(zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True), key=lambda r: r[:2])
