@@ -54,13 +54,24 @@ def _canvas(text: str | None) -> tuple[int, int] | None:
     return w, h
 
 
-def _check_planner(spec: str) -> None:
-    """The planner spec's form (the planner itself loads after the model)."""
+def _check_planner(root: Path, spec: str) -> None:
+    """The planner spec's form, and what it names where that is cheap to check: a prior's dataset, a llava
+    planner version or folder (the planner itself loads after the model)."""
     from smartmask.planner.base import PlannerError
+    from smartmask.registry import NotFound, resolve_dataset
 
     kind, _, arg = spec.partition(":")
     if kind not in ("prior", "llava") or (kind == "llava" and not arg):
         raise PlannerError(f"unknown planner {spec!r}: expected prior, prior:DATASET[@VERSION] or llava:SOURCE")
+    if kind == "prior" and arg:
+        try:
+            resolve_dataset(root, arg)
+        except NotFound as e:
+            raise PlannerError(str(e)) from None
+    if (kind == "llava" and "/" not in arg and not Path(arg).is_dir()
+            and not (root / "planners" / f"version={arg}").is_dir()):
+        # not a path nor a hub id (org/name): a planner version, which must be registered in this lake
+        raise PlannerError(f"llava planner version {arg!r} is not registered in {root}")
 
 
 def _check_objects(root: Path, version: str, objects) -> None:
@@ -133,7 +144,7 @@ def design(context: Annotated[str, typer.Option("--context", help="the final sce
                            model=model, planner=planner, segmenter=segmenter, inpainter=inpainter,
                            inpaint_steps=inpaint_steps, background=not no_background, seed=seed, n_boxes=boxes,
                            steps=steps, n_suggestions=n, scheduler=scheduler)
-        _check_planner(planner)
+        _check_planner(root, planner)
         version = _check_model(root, model)
         _check_objects(root, version, names)
         if image is not None:

@@ -284,6 +284,8 @@ def test_cli_designs_stores_and_writes(lake_model, tmp_path):
     (("--canvas", "4,4"), "--canvas"),
     (("--objects", "tree,spaceship"), "--objects"),
     (("--planner", "oracle"), "--planner"),
+    (("--planner", "prior:nosuchdataset"), "--planner"),
+    (("--planner", "llava:0123456789abcdef"), "--planner"),
     (("--image", "missing.png"), "--image"),
 ])  # fmt: skip
 def test_cli_bad_input_is_one_line_naming_the_flag(lake_model, args, flag):
