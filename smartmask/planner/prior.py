@@ -45,8 +45,9 @@ from smartmask.planner.prior_fit import (  # noqa: F401  (re-exported: the plann
 )
 from smartmask.registry import NotFound, resolve_dataset
 
-_CACHE: dict[tuple, PriorStats] = {}
+_CACHE: dict[tuple, PriorStats] = {}  # insertion-ordered: the oldest fit goes first when it is full
 _CACHE_LOCK = threading.Lock()
+CACHE_FITS = 8  # fits kept in a long-lived process (a server designing against many dataset versions)
 
 
 def default_dataset(lake: Path) -> str:
@@ -87,6 +88,8 @@ class PriorPlanner:
                 except ValueError as e:
                     raise PlannerError(str(e)) from None
                 _CACHE[key] = stats
+                while len(_CACHE) > CACHE_FITS:
+                    _CACHE.pop(next(iter(_CACHE)))
         return cls(stats, config)
 
     def class_prior(self, obj: str) -> ClassPrior:
