@@ -79,9 +79,9 @@ def train_planner(job: PlannerJob) -> dict:
                                        job.gpu, storage, f"{run_id}-{stage}", job.max_failures)
                 checkpoints.append(str(out["checkpoint"]))
                 m = out["metrics"]
-                done.append({"stage": stage, "steps": int(m["step"]), "losses": m.get("losses", []),
+                done.append({"stage": stage, "steps": int(m.get("step") or 0), "losses": m.get("losses", []),
                              "run": f"{run_id}-{stage}"})
-                print(f"planner stage {stage}: {m['step']} steps, loss {m.get('loss')}")
+                print(f"planner stage {stage}: {m.get('step')} steps, loss {m.get('loss')}")
             planner_version = register_planner_task(root, job.base, checkpoints, done, name, version, run_id,
                                                     job.lora)
     except LockHeld as e:

@@ -257,6 +257,12 @@ def test_the_stages_train_exactly_their_weights_in_process(tiny_dir, synthetic_l
     assert True in _changed(align, both, "language_model") and True in _changed(align, both, "lm_head")
     state = json.loads((ex2.reports[-1][1] / "state.json").read_text())
     assert state["stage"] == "instruct" and state["lora"] is None and state["step"] == 2
+    # A rerun of the finished stage (resumed from its last checkpoint) trains nothing and reports it again.
+    again = InProcess(resume=ex1.reports[-1][1])
+    out = run_planner_training(cfg=cfg, stage="align", base=str(tiny_dir), init=[], lake=lake, dataset="synth",
+                               dataset_version=version, ex=again, work_dir=tmp_path / "align")
+    assert out["step"] == 4 and len(again.reports) == 1
+    assert again.reports[0][0]["step"] == 4 and again.reports[0][1] == ex1.reports[-1][1]
 
 
 # ---- the flow on 2 Ray Train workers, registration, loading it back ----------------------------------------

@@ -246,4 +246,7 @@ def run_planner_training(*, cfg: PlannerTrainConfig, stage: str, base: str, init
                 ckpt = save_state(work_dir / f"ckpt-{stage}-{done:08d}", named, opt,
                                   state_base | {"step": done, "losses": losses})
             ex.report(metrics, ckpt)
+    if start >= cfg.steps:  # a rerun of a finished stage: say so again, or the runner sees no result at all
+        ex.report(metrics | {"loss": losses[-1][1] if losses else None},
+                  ex.resume_dir() if ex.rank == 0 else None)
     return metrics
