@@ -12,15 +12,44 @@ In the lake row `machine` is flattened to `machine_<key>` columns, so the `bench
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+
+
+@contextlib.contextmanager
+def work_folder(given: str | None, prefix: str) -> Iterator[Path]:
+    """The benchmark's working folder: `given` (created if missing and kept, so a rerun reuses what it holds), else
+    a temporary folder removed on exit."""
+    if given:
+        work = Path(given).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        yield work
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recording(smoke: bool, no_record: bool) -> bool:
+    """Whether a run should write its record; says why not (a smoke run measures nothing, --no-record is a trial)."""
+    if smoke:
+        print("(smoke, not a measurement: no record written)")
+    elif no_record:
+        print("(--no-record: no record written)")
+    return not (smoke or no_record)
 
 
 def _git(*args: str) -> str:

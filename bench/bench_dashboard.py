@@ -53,7 +53,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -713,26 +712,12 @@ def main() -> None:
     if a.smoke:
         a.rows, a.rounds = 5_000, 1
 
-    tmp = None
-    if a.work:
-        work = Path(a.work).resolve()
-        work.mkdir(parents=True, exist_ok=True)
-    else:
-        tmp = work = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
-    try:
-        row = run(a, work)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if a.smoke:
-        print("(smoke, not a measurement: no record written)")
-        return
-    if a.no_record:
-        print("(--no-record: no record written)")
-        return
-    from _results import record
+    from _results import record, recording, work_folder
 
-    record("bench_dashboard", row, a.lake)
+    with work_folder(a.work, "bench-dashboard-") as work:
+        row = run(a, work)
+    if recording(a.smoke, a.no_record):
+        record("bench_dashboard", row, a.lake)
 
 
 def run(a, work: Path) -> dict:

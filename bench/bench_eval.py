@@ -41,9 +41,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
-import shutil  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -337,35 +335,22 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    tmp = None
-    if a.work:
-        work = Path(a.work).resolve()
-        work.mkdir(parents=True, exist_ok=True)
-    else:
-        tmp = work = Path(tempfile.mkdtemp(prefix="bench-eval-"))
-    try:
+    from _results import record, recording, work_folder
+
+    with work_folder(a.work, "bench-eval-") as work:
         env = setup(work, a.scenes, a.seed, small=a.smoke)
         row: dict = {}
         if a.part in ("throughput", "all"):
             row |= part_throughput(a, env)
         if a.part in ("share", "all"):
             row |= part_share(a, env)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if a.smoke:
-        print("(smoke, not a measurement: no record written)")
-        return
-    if a.no_record:
-        print("(--no-record: no record written)")
+    if not recording(a.smoke, a.no_record):
         return
     # Headline figures first: the renderer's generic table shows a benchmark's first numeric fields.
     order = ["items_per_s", "metrics_share", "rows_per_s", "no_networks_items_per_s"]
     row = {k: row[k] for k in order if k in row} | {k: v for k, v in row.items() if k not in order}
     row |= {"part": a.part, "world": f"synth {a.scenes} scenes seed {a.seed}, SynthConfig()",
             "dataset_version": env["version"], "model": "untrained tiny preset (registered)"}
-    from _results import record
-
     record("bench_eval", row, a.lake)
 
 

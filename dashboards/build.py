@@ -77,13 +77,17 @@ def run_sql(con, name: str, params: dict[str, Any] | None = None) -> pa.Table:
     return con.sql(text, params=bound or None).to_arrow_table()
 
 
+def _float(v: float) -> float | None:
+    return float(f"{v:.7g}") if math.isfinite(v) else None
+
+
 def _plain(v: Any) -> Any:
     """A JSON-able copy of a query value: non-finite floats become null, floats keep 7 significant digits (the page
     draws them; the file stays small), decimals and times become floats and ISO strings."""
     if v is None or isinstance(v, (bool, int, str)):
         return v
     if isinstance(v, float):
-        return float(f"{v:.7g}") if math.isfinite(v) else None
+        return _float(v)
     if isinstance(v, decimal.Decimal):
         return _plain(float(v))
     if isinstance(v, (dt.datetime, dt.date, dt.time)):
@@ -102,7 +106,7 @@ def _column(col: pa.ChunkedArray) -> list:
     if pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t):
         return col.to_pylist()  # already JSON-able: skip the per-value walk (a quarter of a million values here)
     if pa.types.is_floating(t):
-        return [None if v is None or not math.isfinite(v) else float(f"{v:.7g}") for v in col.to_pylist()]
+        return [None if v is None else _float(v) for v in col.to_pylist()]
     return [_plain(v) for v in col.to_pylist()]
 
 

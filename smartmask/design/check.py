@@ -30,12 +30,11 @@ from smartmask.evaluation.oracle import ClassShapes
 from smartmask.evaluation.plausibility import placement_check, plausibility_rate
 from smartmask.lake.paths import dataset_dir
 from smartmask.planner.base import Planner, PlannerError
-from smartmask.planner.check import train_boxes
+from smartmask.planner.check import captions_by_image, random_box, train_boxes
 
 
-def _briefs(d: Path, n_scenes: int, max_objects: int, seed: int) -> list[dict]:
+def _briefs(d: Path, images: list[dict], n_scenes: int, max_objects: int, seed: int) -> list[dict]:
     """Up to `n_scenes` val images with >= 2 thing layers: size, caption, thing labels back to front."""
-    images = pq.read_table(d / "images", columns=["image_id", "split", "height", "width"]).to_pylist()
     val = {r["image_id"]: r for r in images if r["split"] == "val"}
     if not val:
         return []
@@ -45,11 +44,7 @@ def _briefs(d: Path, n_scenes: int, max_objects: int, seed: int) -> list[dict]:
     for r in layers:
         if not r["is_stuff"]:
             things.setdefault(r["image_id"], []).append((r["layer"], r["label"]))
-    captions: dict[str, str] = {}
-    if (d / "captions").exists():
-        for r in sorted(pq.read_table(d / "captions", columns=["image_id", "captioner", "caption"]).to_pylist(),
-                        key=lambda r: (r["captioner"] or "").startswith("template@")):  # as planner.check
-            captions.setdefault(r["image_id"], r["caption"] or "")
+    captions = captions_by_image(d)
     ids = sorted(i for i, t in things.items() if len(t) >= 2)
     pick = np.random.default_rng(seed).permutation(len(ids))[:n_scenes]
     return [{"image_id": ids[i], "height": val[ids[i]]["height"], "width": val[ids[i]]["width"],
@@ -64,12 +59,12 @@ def design_check(lake: str | Path, dataset: str, version: str, planner: Planner,
     image holds two things), `placements`, `planner_errors`."""
     lake = Path(lake)
     d = dataset_dir(lake, dataset, version)
-    briefs = _briefs(d, n_scenes, max_objects, seed)
+    images = pq.read_table(d / "images", columns=["image_id", "split", "height", "width"]).to_pylist()
+    briefs = _briefs(d, images, n_scenes, max_objects, seed)
     if not briefs:  # nothing to design from: an answer with no numbers, not an error
         return {"dataset": dataset, "version": version, "planner": planner.id, "seed": seed, "scenes": 0,
                 "placements": 0, "planner_errors": 0, "ratio": None, "plausibility_planner": None,
                 "plausibility_random": None, "judged_planner": 0, "judged_random": 0}
-    images = pq.read_table(d / "images", columns=["image_id", "split", "height", "width"]).to_pylist()
     class_boxes, pooled = train_boxes(d, {r["image_id"]: (r["height"], r["width"])
                                           for r in images if r["split"] == "train"})
     shapes = shapes or ClassShapes.fit(lake, dataset, version, split="train", seed=seed)
@@ -93,11 +88,7 @@ def design_check(lake: str | Path, dataset: str, version: str, planner: Planner,
                         errors += 1
                         continue
                 else:
-                    boxes = class_boxes.get(obj, pooled)
-                    x0, y0, x1, y1 = boxes[rng.integers(len(boxes))]
-                    w, h = x1 - x0, y1 - y0
-                    u, v = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
-                    box = (u * W, v * H, (u + w) * W, (v + h) * H)
+                    box = random_box(class_boxes.get(obj, pooled), rng, W, H)
                 mask = shapes.fit_to_box(obj, tuple(float(c) for c in box), H, W)
                 if mask is None or not mask.any():
                     continue

@@ -67,6 +67,25 @@ def train_boxes(d: Path, train: dict[str, tuple[int, int]]) -> tuple[dict[str, n
     return {k: np.asarray(v) for k, v in by_class.items()}, np.asarray(pooled).reshape(-1, 4)
 
 
+def captions_by_image(d: Path) -> dict[str, str]:
+    """Each image's caption in a dataset version folder, a model captioner's before a template one."""
+    captions: dict[str, str] = {}
+    if (d / "captions").exists():
+        for r in sorted(pq.read_table(d / "captions", columns=["image_id", "captioner", "caption"]).to_pylist(),
+                        key=lambda r: (r["captioner"] or "").startswith("template@")):
+            captions.setdefault(r["image_id"], r["caption"] or "")
+    return captions
+
+
+def random_box(boxes_N4: np.ndarray, rng: np.random.Generator, W: int, H: int) -> np.ndarray:
+    """A box (pixels) of the size of one of `boxes_N4` (normalised, drawn at random) at a position uniform inside
+    the W × H image: the random-box baseline, which knows the class's sizes but not where things go."""
+    wh = boxes_N4[rng.integers(len(boxes_N4))]
+    w, h = wh[2] - wh[0], wh[3] - wh[1]
+    x0, y0 = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
+    return np.array([x0, y0, x0 + w, y0 + h]) * np.array([W, H, W, H], np.float64)
+
+
 def _targets(rows: list[dict], n_items: int, min_area: int, seed: int) -> list[dict]:
     cands = [r for r in rows if not r["is_stuff"] and r["layer"] >= 1 and r["area"] >= min_area]
     cands.sort(key=lambda r: (r["image_id"], r["layer"]))
@@ -103,11 +122,7 @@ def planner_check(lake: str | Path, dataset: str, version: str, planner: Planner
     items = _targets(rows, n_items, min_area, seed)
     if not items:
         raise ValueError(f"dataset {dataset}@{version} has no held-out thing targets of >= {min_area} px")
-    captions: dict[str, str] = {}
-    if (d / "captions").exists():
-        for r in sorted(pq.read_table(d / "captions", columns=["image_id", "captioner", "caption"]).to_pylist(),
-                        key=lambda r: (r["captioner"] or "").startswith("template@")):
-            captions.setdefault(r["image_id"], r["caption"] or "")
+    captions = captions_by_image(d)
     class_boxes, pooled = train_boxes(d, train)
     shapes = shapes or ClassShapes.fit(lake, dataset, version, split="train", seed=seed)
     layers: dict[str, list[dict]] = {}
@@ -147,10 +162,7 @@ def planner_check(lake: str | Path, dataset: str, version: str, planner: Planner
         verdicts["class_mean"].append(_judge(shapes, label, mean_box, scene))
         verdicts["ground_truth"].append(_judge(shapes, label, gt, scene))
         for _ in range(random_boxes):
-            wh = boxes[rng.integers(len(boxes))]
-            w, h = wh[2] - wh[0], wh[3] - wh[1]
-            x0, y0 = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
-            verdicts["random"].append(_judge(shapes, label, np.array([x0, y0, x0 + w, y0 + h]) * scale, scene))
+            verdicts["random"].append(_judge(shapes, label, random_box(boxes, rng, W, H), scene))
 
     out = {"dataset": dataset, "version": version, "planner": planner.id, "seed": seed, "items": len(items),
            "iou_planner": float(np.mean(iou_p)), "iou_class_mean": float(np.mean(iou_m)),
