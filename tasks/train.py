@@ -227,6 +227,32 @@ def progress_interval(every_s: float | None = None) -> float:
     return float(every_s if every_s is not None else os.environ.get("SMARTMASK_PROGRESS_EVERY_S") or 5.0)
 
 
+def task_logger(fallback: str) -> logging.Logger:
+    """The Prefect run's logger, or the plain `fallback` logger when called as a function (`task.fn`) outside a
+    Prefect run (the benchmark does)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(fallback)
+
+
+def torch_trainer(loop, config: dict, *, name: str, storage: Path, workers: int, gpu: bool, max_failures: int,
+                  callbacks: list | None = None):
+    """A TorchTrainer as every training here runs it: gloo on CPU, NCCL on GPU; the run `name` under `storage`, so
+    rerunning the name resumes it; `max_failures` worker losses survived; the last two checkpoints kept."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    return TorchTrainer(
+        loop, train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu),
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        run_config=RunConfig(name=name, storage_path=str(storage),
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks or []),
+    )
+
+
 @task(name="fit", cache_policy=NO_CACHE)
 def fit_task(config: dict, workers: int, gpu: bool, storage: Path, run_id: str, max_failures: int = 3,
              progress_every_s: float | None = None) -> dict:
@@ -236,13 +262,8 @@ def fit_task(config: dict, workers: int, gpu: bool, storage: Path, run_id: str, 
     `progress_interval()`) sets both how often the workers report and how often plain lines are printed.
     """
     import ray.train
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
 
-    try:  # also called as a plain function (`fit_task.fn`) by the benchmark, outside any Prefect run
-        log = get_run_logger()
-    except MissingContextError:
-        log = logging.getLogger("smartmask.train")
+    log = task_logger("smartmask.train")
     every = progress_interval(progress_every_s)
     # `UserCallback` exists in Ray Train V2 only (the default; RAY_TRAIN_V2_ENABLED=0 brings back V1).
     v2 = hasattr(ray.train, "UserCallback")
@@ -256,15 +277,8 @@ def fit_task(config: dict, workers: int, gpu: bool, storage: Path, run_id: str, 
         # Never faster than 1.5 controller polls: a report the controller has not collected yet blocks the next.
         poll_s = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S") or 2.0)
         config = config | {"progress_every_s": max(every, 1.5 * poll_s)}
-    trainer = TorchTrainer(
-        train_loop_per_worker, train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu),
-        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        run_config=RunConfig(name=run_id, storage_path=str(storage),
-                              failure_config=FailureConfig(max_failures=max_failures),
-                              checkpoint_config=CheckpointConfig(num_to_keep=2),
-                              callbacks=[_report_file(str(reports))] if live else []),
-    )
+    trainer = torch_trainer(train_loop_per_worker, config, name=run_id, storage=storage, workers=workers, gpu=gpu,
+                            max_failures=max_failures, callbacks=[_report_file(str(reports))] if live else None)
     try:
         with _TrainProgress(reports, config["train"], every) if live else nullcontext() as view:
             result = trainer.fit()

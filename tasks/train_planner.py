@@ -8,14 +8,12 @@ or the flat gloo all-reduce, checkpoints, reports) around
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
 
 from smartmask.planner.llava import processor_resolution
 from smartmask.planner.llava_train import (
@@ -25,7 +23,7 @@ from smartmask.planner.llava_train import (
     run_planner_training,
 )
 from smartmask.planner.store import register_planner
-from tasks.train import RayExecutor
+from tasks.train import RayExecutor, task_logger, torch_trainer
 
 
 def planner_loop_per_worker(config: dict) -> None:
@@ -46,35 +44,19 @@ def planner_loop_per_worker(config: dict) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _logger():
-    try:
-        return get_run_logger()
-    except MissingContextError:  # called as a plain function (`.fn`) outside a flow run
-        return logging.getLogger("smartmask.train_planner")
-
-
 @task(name="fit-planner-stage", cache_policy=NO_CACHE)
 def fit_planner_task(config: dict, workers: int, gpu: bool, storage: Path, name: str,
                      max_failures: int = 3) -> dict:
     """One stage (`config["stage"]`) on `workers` Ray Train workers; rerunning the same `name` resumes it.
     Returns the stage's last checkpoint (a folder in `storage`) and metrics."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    trainer = TorchTrainer(
-        planner_loop_per_worker, train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu),
-        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        run_config=RunConfig(name=name, storage_path=str(storage),
-                             failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-    )
+    trainer = torch_trainer(planner_loop_per_worker, config, name=name, storage=storage, workers=workers, gpu=gpu,
+                            max_failures=max_failures)
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"planner stage {config['stage']} of run {config['run_id']} finished without a "
                            f"checkpoint")
     metrics = dict(result.metrics or {})
-    _logger().info("planner stage %s (%s) finished at step %s, loss %s", config["stage"], name,
+    task_logger("smartmask.train_planner").info("planner stage %s (%s) finished at step %s, loss %s", config["stage"], name,
                    metrics.get("step"), metrics.get("loss"))
     return {"checkpoint": result.checkpoint.path, "metrics": metrics}
 
