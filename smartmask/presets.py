@@ -70,6 +70,9 @@ def tiny_model(**overrides: Any) -> ModelConfig:
         # nothing to preserve, so it trains with the U-Net.
         object_embedding=True,
         train_text_encoder=True,
+        # The object-centred view: under a box the mask is drawn in a window around it, so a 1%-object gets the
+        # whole grid instead of 3×3 cells (+0.100 vs -0.067 over the box at image size, equal 400 steps).
+        focus_view=True,
     )
     values.update(overrides)
     return ModelConfig(**values)
@@ -116,7 +119,8 @@ def tiny(min_target_area: int = 16) -> Recipe:
         model=tiny_model(),
         # Box-heavy guidance mix (none / box / blob / scribble): the box is the control users give most, and a few
         # minutes of CPU training cannot learn all four equally well.
-        sample=SampleConfig(resolution=32, min_target_area=min_target_area, guidance_mix=(0.1, 0.6, 0.15, 0.15)),
+        sample=SampleConfig(resolution=32, min_target_area=min_target_area, guidance_mix=(0.1, 0.6, 0.15, 0.15),
+                            focus_view=True),
         train=TrainConfig(steps=2000, batch_size=32, lr=1e-3, warmup_steps=20, checkpoint_every=50, val_every=50,
                           ema_decay=0.99),
         suggest=SuggestConfig(),

@@ -193,7 +193,7 @@ def test_cpu_bf16_autocast_is_explicit_or_detected_and_reaches_the_loop(lake, tm
     torch.manual_seed(0)
     model = SmartMask.build(presets.tiny_model())
     x = torch.randn(2, 1, 32, 32)
-    feats = model.encode_layout(torch.rand(2, 3, 32, 32))
+    feats = model.encode_layout(torch.rand(2, model.config.layout_in_channels, 32, 32))
     text = model.encode_text(["dog", "car"], ["a park", "a street"])
     t = torch.tensor([10, 900])
     cpu = torch.device("cpu")

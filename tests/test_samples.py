@@ -200,8 +200,7 @@ def test_foreground_runs_match_pycocotools():
 
 
 def test_sample_format_and_batch(index):
-    cfg = SampleConfig.for_tests()
-    assert cfg.resolution == 32
+    cfg = SampleConfig(resolution=32)  # the single view (the focus view: tests/test_focus.py)
     s = TrainingSampler(index, cfg, seed=0)
     x = s.sample(0)
     assert x["layout"].shape == (3, 32, 32) and x["layout"].dtype == np.float32

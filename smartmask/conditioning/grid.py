@@ -61,14 +61,20 @@ class Grid:
 
 @functools.lru_cache(maxsize=64)
 def grid_tables(H: int, W: int, R: int) -> Grid:
-    ys, xs = resize_grid(H, W, R)
+    return tables_for(H, W, *resize_grid(H, W, R))
+
+
+def tables_for(H: int, W: int, ys: np.ndarray, xs: np.ndarray) -> Grid:
+    """The `Grid` of any non-decreasing source rows `ys` and columns `xs` (the whole image's resize, or the focus
+    window's: conditioning/focus.py)."""
+    R_y, R_x = ys.size, xs.size
     uy, iy = np.unique(ys, return_inverse=True)
     ux, ix = np.unique(xs, return_inverse=True)
     col_read = np.zeros(W + 1, np.int64)
     col_read[ux] = 1
     col_base = np.searchsorted(ux, np.arange(W + 1)) * uy.size
     row_before = np.searchsorted(uy, np.arange(H + 1))
-    expand = None if (uy.size == R and ux.size == R) else np.ix_(iy, ix)
+    expand = None if (uy.size == R_y and ux.size == R_x) else np.ix_(iy, ix)
     return Grid(H, int(ux.size), int(uy.size), col_base, col_read, row_before, expand)
 
 

@@ -28,7 +28,9 @@ import pyarrow.parquet as pq
 
 from smartmask import masks
 from smartmask.boxes import box_mask, mask_box
+from smartmask.conditioning.focus import box_in_window, window_to_grid
 from smartmask.conditioning.guidance import box_on_grid
+from smartmask.evaluation.oracle import ClassShapes
 from smartmask.inference.pipeline import SmartMaskPipeline
 from smartmask.inference.suggest import Control, SuggestConfig
 from smartmask.lake.paths import dataset_dir
@@ -69,26 +71,42 @@ def heldout_targets(lake: Path, dataset: str, version: str, n: int, min_area_fra
 
 
 def grid_check(pipe: SmartMaskPipeline, dataset: str, version: str, sample_cfg: SampleConfig, *,
-               n_samples: int = 64, steps: int = 20, batch: int = 32, seed: int = 0) -> dict:
-    """Box-guided masks vs the box itself on up to `n_samples` held-out samples, at the model's resolution."""
+               n_samples: int = 64, steps: int = 20, batch: int = 32, seed: int = 0,
+               shapes: ClassShapes | None = None) -> dict:
+    """Box-guided masks vs the box itself (and, given the class `shapes`, vs the class-mean shape fitted to the box:
+    the oracle) on up to `n_samples` held-out samples, at the model's resolution, in the model's own frame: with
+    the focus view (conditioning/focus.py) that is the window around the box, and the same masks are also compared
+    on the global R×R grid (`global_*`), where the earlier single-view models drew."""
     cfg = dataclasses.replace(sample_cfg, guidance_mix=(0.0, 1.0, 0.0, 0.0), split="val")
     sampler = TrainingSampler(LayerIndex.from_lake(pipe.lake, dataset, version, split="val"), cfg, seed=seed + 99)
     n = min(n_samples, len(sampler))
     if n == 0:
         raise ValueError(f"dataset {dataset}@{version} has no held-out (val) samples")
-    model_ious, box_ious = [], []
+    ious: dict[str, list[float]] = {}
     for s in range(0, n, batch):
         b = sampler.batch(list(range(s, min(n, s + batch))))
         found = pipe.masks_on_grid(b["layout"], b["obj"], b["context"], n=1,
                                    config=SuggestConfig(n=1, steps=steps, seed=seed + s))
         found = found[:, 0].cpu().numpy()
+        r = b["target"].shape[-1]
         for i in range(len(b["obj"])):
-            model_ious.append(mask_iou(found[i], b["target"][i]))
             # The box as a user would give it (normalised image coordinates), on the model's grid by the same rule
             # `suggest` uses: the cells whose centres it covers.
-            r = b["target"].shape[-1]
-            box_ious.append(mask_iou(box_on_grid(*np.asarray(b["box"][i]).tolist(), 1, 1, r), b["target"][i]))
-    return {"samples": n, "model_iou": float(np.mean(model_ious)), "box_iou": float(np.mean(box_ious))}
+            box = tuple(np.asarray(b["box"][i], np.float64).tolist())
+            if "window" in b:
+                window = tuple(np.asarray(b["window"][i], np.float64).tolist())
+                frames = [("", box_in_window(box, window, r), found[i], b["target"][i]),
+                          ("global_", tuple(v * r for v in box), window_to_grid(found[i], window, 1, 1),
+                           b["target_global"][i])]
+            else:
+                frames = [("", tuple(v * r for v in box), found[i], b["target"][i])]
+            for prefix, cells, mask, target in frames:
+                ious.setdefault(f"{prefix}model_iou", []).append(mask_iou(mask, target))
+                ious.setdefault(f"{prefix}box_iou", []).append(mask_iou(box_on_grid(*cells, r, r, r), target))
+                oracle = shapes.fit_to_box(b["obj"][i], cells, r, r) if shapes is not None else None
+                if oracle is not None:
+                    ious.setdefault(f"{prefix}oracle_iou", []).append(mask_iou(oracle, target))
+    return {"samples": n, **{k: float(np.mean(v)) for k, v in ious.items()}}
 
 
 def product_path_check(pipe: SmartMaskPipeline, dataset: str, version: str, *, n_items: int = 12,

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from smartmask import masks
+from smartmask.conditioning.focus import Window, sample_window
 from smartmask.conditioning.grid import resize_nearest
 from smartmask.conditioning.vocabulary import Vocabulary
 from smartmask.inference.errors import BadInput
@@ -111,8 +112,9 @@ class SceneLayout:
 # Painting S_I.
 
 
-def layout_ids(scene: SceneLayout, vocab: Vocabulary, R: int) -> np.ndarray:
-    """S_I as a label-id map (R, R) int32 on the training grid; unknown regions get id len(vocab) (one past the
+def layout_ids(scene: SceneLayout, vocab: Vocabulary, R: int, window: Window | None = None) -> np.ndarray:
+    """S_I as a label-id map (R, R) int32 on the training grid, or on a focus `window`'s grid (image pixels:
+    conditioning/focus.py; outside the image nothing is painted); unknown regions get id len(vocab) (one past the
     vocabulary, the grey row of `layout_image`'s colour table)."""
     if R < 1:
         raise LayoutError(f"resolution must be >= 1, got {R}")
@@ -128,7 +130,7 @@ def layout_ids(scene: SceneLayout, vocab: Vocabulary, R: int) -> np.ndarray:
             raise LayoutError(f"label {r.label!r} is not in the model's vocabulary (use SceneLayout.restricted_to)")
         # Resizing each mask on the grid then painting equals painting at full size then resizing (the grid
         # only reads pixels); this is the order-preserving f_layer of training.
-        ids[resize_nearest(r.mask_HW, R)] = lid
+        ids[resize_nearest(r.mask_HW, R) if window is None else sample_window(r.mask_HW, R, window, False)] = lid
     return ids
 
 
@@ -142,9 +144,10 @@ def layout_colours(vocab: Vocabulary) -> np.ndarray:
     return table.astype(np.float32) / 255.0  # the same float32 arithmetic as TrainingSampler._colours
 
 
-def layout_image(scene: SceneLayout, vocab: Vocabulary, R: int) -> np.ndarray:
-    """S_I at model resolution: (R, R, 3) float32 in [0, 1], painted back to front as training paints S_k."""
-    return layout_colours(vocab)[layout_ids(scene, vocab, R)]
+def layout_image(scene: SceneLayout, vocab: Vocabulary, R: int, window: Window | None = None) -> np.ndarray:
+    """S_I at model resolution: (R, R, 3) float32 in [0, 1], painted back to front as training paints S_k (on a
+    focus `window`'s grid when given)."""
+    return layout_colours(vocab)[layout_ids(scene, vocab, R, window)]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -222,8 +222,8 @@ class SmartMaskPipeline:
             scene = self.layout(image, layout_from)
         H, W = scene.height, scene.width
         R = model.config.resolution
-        result = suggest(model, layout_image(scene, self.vocab, R), control, obj, context, H, W, config,
-                         alpha=self.alpha)
+        result = suggest(model, lambda window: layout_image(scene, self.vocab, R, window), control, obj, context,
+                         H, W, config, alpha=self.alpha)
         return Suggestions(result, scene, self._request(obj, context, scene, control, config))
 
     def masks_on_grid(self, layout_BCRR, objs: list[str], contexts: list[str], *, n: int = 1,

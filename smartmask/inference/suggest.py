@@ -34,11 +34,13 @@ An empty mask (the model placed nothing) is kept, ranked last, and flagged `empt
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from smartmask.boxes import box_pixels, mask_box
+from smartmask.conditioning.focus import Window, box_in_window, box_window, paste_window
 from smartmask.conditioning.guidance import ALPHA, apply_guidance, box_on_grid, point_guidance
 from smartmask.inference.errors import BadInput
 from smartmask.masks import mask_iou
@@ -165,10 +167,14 @@ class SuggestResult:
     seconds: float
 
 
-def suggest(model, layout_R3: np.ndarray, control: Control, obj: str, context: str, H: int, W: int,
-            cfg: SuggestConfig = SuggestConfig(), alpha: float = ALPHA) -> SuggestResult:
-    """N suggestions for inserting `obj` into the scene whose S_I (R, R, 3 in [0, 1]) is `layout_R3`; `alpha`
-    must be the one the model was trained with (Eq. 5)."""
+def suggest(model, paint: Callable[[Window | None], np.ndarray], control: Control, obj: str, context: str, H: int,
+            W: int, cfg: SuggestConfig = SuggestConfig(), alpha: float = ALPHA) -> SuggestResult:
+    """N suggestions for inserting `obj` into a scene of H×W pixels. `paint(window)` gives its S_I at model
+    resolution, (R, R, 3) in [0, 1]: of the whole image for None, of a focus window (image pixels) otherwise
+    (`layout.layout_image`). `alpha` must be the one the model was trained with (Eq. 5).
+
+    A model with the focus view (conditioning/focus.py) reads, under a box, the window around the box stacked on
+    the global layout and draws its masks in that window; they are pasted back at image resolution."""
     import torch
 
     from smartmask.model.sampling import sample_masks
@@ -176,11 +182,21 @@ def suggest(model, layout_R3: np.ndarray, control: Control, obj: str, context: s
     if not obj or not obj.strip():
         raise BadInput("the object name is empty", "object")
     R = model.config.resolution
+    t0 = time.perf_counter()
+    layout_R3 = paint(None)
     if layout_R3.shape != (R, R, 3):
         raise ValueError(f"layout must be ({R}, {R}, 3) for this model, got {layout_R3.shape}")
-    t0 = time.perf_counter()
     guided = apply_guidance(layout_R3, control.g_map(H, W, R), alpha)
-    layout = torch.as_tensor(np.ascontiguousarray(guided.transpose(2, 0, 1)))[None].to(model.device)
+    views, window = [guided], None
+    if model.config.focus_view:  # focus view first; without a box it is the global one
+        if control.kind == "box":
+            window = box_window(*control.box)
+            g = box_on_grid(*box_in_window(control.box, window, R), R, R, R)
+            views.insert(0, apply_guidance(paint(window), g, alpha))
+        else:
+            views.insert(0, guided)
+    layout_CRR = np.concatenate([v.transpose(2, 0, 1) for v in views])
+    layout = torch.as_tensor(np.ascontiguousarray(layout_CRR))[None].to(model.device)
     _, probs = sample_masks(model, layout, [obj.strip()], [context.strip()], n=cfg.n, layout_scale=cfg.layout_scale,
                             text_scale=cfg.text_scale, steps=cfg.steps, scheduler=cfg.scheduler, seed=cfg.seed,
                             threshold=cfg.threshold, return_probs=True)
@@ -189,7 +205,10 @@ def suggest(model, layout_R3: np.ndarray, control: Control, obj: str, context: s
     bound = control.bound_HW(H, W)
     out = []
     for i, (j, score, conf) in enumerate(kept):
-        mask = to_image(probs_NRR[j], H, W, cfg.threshold)
+        if window is None:
+            mask = to_image(probs_NRR[j], H, W, cfg.threshold)
+        else:
+            mask = paste_window(probs_NRR[j], window, H, W, cfg.threshold)
         if bound is not None:
             mask = fit_to_box(mask, bound) if cfg.fit_box else _cut(mask, bound)
         out.append(Suggestion(rank=i + 1, seed=cfg.seed + j, mask_HW=mask, score=score, confidence=conf,

@@ -73,6 +73,10 @@ class ModelConfig:
     # map with nothing to preserve (Latent Diffusion trained its text transformer jointly, from scratch, too).
     # sd15 (False): the pretrained CLIP stays frozen, as in the paper.
     train_text_encoder: bool = False
+    # The object-centred view (smartmask.conditioning.focus): E_phi reads the window around a guidance box stacked on
+    # the global layout (6 channels), and a box-guided mask is drawn in that window. Tiny: small objects get the
+    # whole grid (docs/experiments.md, "Model quality by object size"). sd15 keeps the paper's single view.
+    focus_view: bool = False
     seed: int = 0  # initialisation of everything that is random-init (tiny: all; sd15: E_phi, new conv_in rows)
 
     def __post_init__(self) -> None:
@@ -108,6 +112,11 @@ class ModelConfig:
                 problems.append("tiny: unet.cross_attention_dim must equal text.hidden_size")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def layout_in_channels(self) -> int:
+        """Channels of the guided layout the model reads: 3 (RGB), 6 with the focus view (focus, then global)."""
+        return 6 if self.focus_view else 3
 
     # -- serialisation ----------------------------------------------------------------------------------------
     @property

@@ -148,7 +148,7 @@ def tiny_clip_tokenizer(model_max_length: int = 77):
 
 
 class LayoutEncoder(nn.Module):
-    """E_phi: the guided layout S~ (B,3,R,R) → (B,out_channels,R/2^n,R/2^n).
+    """E_phi: the guided layout S~ (B,C,R,R) → (B,out_channels,R/2^n,R/2^n); C = 3, or 6 with the focus view.
 
     conv3x3(3→w) SiLU, then n stages [conv3x3 SiLU, conv3x3 stride 2 SiLU] doubling the width (capped at 256),
     then conv3x3 → out_channels. n = 0 for pixel space (tiny), 3 for the SD VAE's factor 8 (sd15), like
@@ -274,7 +274,7 @@ class SmartMask(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             unet = UNet2DConditionModel(**unet_kwargs)
-            layout_encoder = LayoutEncoder(cfg.layout_channels, 0, cfg.layout_width)
+            layout_encoder = LayoutEncoder(cfg.layout_channels, 0, cfg.layout_width, cfg.layout_in_channels)
             text_config = CLIPTextConfig(**cfg.text)
             # Eager attention for the same reason as the U-Net's below: the tiny CLIP trains, and at head dim 8
             # its forward + backward took 57 ms with SDPA, 16 ms eager (64 texts x 32 tokens, 1 thread, bf16).
@@ -315,7 +315,8 @@ class SmartMask(nn.Module):
             raise ValueError(f"resolution {cfg.resolution} is not a multiple of the VAE's factor {factor}")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            layout_encoder = LayoutEncoder(cfg.layout_channels, int(math.log2(factor)), cfg.layout_width)
+            layout_encoder = LayoutEncoder(cfg.layout_channels, int(math.log2(factor)), cfg.layout_width,
+                                           cfg.layout_in_channels)
         widen_conv_in(unet, cfg.layout_channels)
         return cls(cfg, unet, layout_encoder, text_encoder, tokenizer, vae=vae)
 
@@ -419,10 +420,11 @@ class SmartMask(nn.Module):
         obj, context = list(batch["obj"]), list(batch["context"])
         R = self.config.resolution
         B = layout.shape[0]
-        if tuple(layout.shape) != (B, 3, R, R) or tuple(target.shape) != (B, R, R):
+        C = self.config.layout_in_channels
+        if tuple(layout.shape) != (B, C, R, R) or tuple(target.shape) != (B, R, R):
             raise ValueError(
                 f"batch shapes: layout {tuple(layout.shape)}, target {tuple(target.shape)}; "
-                f"expected (B,3,{R},{R}) and (B,{R},{R})"
+                f"expected (B,{C},{R},{R}) and (B,{R},{R})"
             )
         if len(obj) != B or len(context) != B:
             raise ValueError(f"batch of {B} layouts has {len(obj)} object texts and {len(context)} contexts")

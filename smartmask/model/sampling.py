@@ -84,12 +84,13 @@ def sample_masks(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """N mask suggestions per layout: bool (B, n, R, R) (and, with `return_probs`, the soft masks in [0, 1]).
 
-    layout_BCHW: guided layouts S~ (B, 3, R, R) in [0, 1] at the model's resolution; obj / context: B texts each.
+    layout_BCHW: guided layouts S~ (B, C, R, R) in [0, 1] (C = `layout_in_channels`: 3, or 6 with the focus view) at the model's resolution; obj / context: B texts each.
     Suggestion j uses seed `seed + j` (see `initial_noise`).
     """
     R = model.config.resolution
-    if layout_BCHW.ndim != 4 or tuple(layout_BCHW.shape[1:]) != (3, R, R):
-        raise ValueError(f"layout must be (B, 3, {R}, {R}), got {tuple(layout_BCHW.shape)}")
+    C = model.config.layout_in_channels
+    if layout_BCHW.ndim != 4 or tuple(layout_BCHW.shape[1:]) != (C, R, R):
+        raise ValueError(f"layout must be (B, {C}, {R}, {R}), got {tuple(layout_BCHW.shape)}")
     B = layout_BCHW.shape[0]
     if len(obj) != B or len(context) != B:
         raise ValueError(f"{B} layouts but {len(obj)} object texts and {len(context)} contexts")

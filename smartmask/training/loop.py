@@ -200,6 +200,9 @@ def run_training(*, model_cfg: ModelConfig, sample_cfg: SampleConfig, train_cfg:
     """Train until `train_cfg.steps` (or the time budget); returns the last metrics. Rank 0 writes the lake.
 
     `progress_every_s`: also report progress (no checkpoint) about that often; None: only at checkpoints."""
+    if model_cfg.focus_view != sample_cfg.focus_view:
+        raise ValueError(f"the model's focus_view ({model_cfg.focus_view}) and the samples' "
+                         f"({sample_cfg.focus_view}) differ: the model would read layouts of the wrong width")
     t_start = time.perf_counter()
     if train_cfg.threads_per_worker:
         torch.set_num_threads(train_cfg.threads_per_worker)

@@ -22,8 +22,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from smartmask.boxes import xywh_to_xyxy
-from smartmask.conditioning.grid import expand_runs, foreground_runs, grid_tables
-from smartmask.conditioning.guidance import ALPHA, GUIDANCE_KINDS, apply_guidance, guidance_from_mask
+from smartmask.conditioning.focus import Window, box_in_window, box_window, full_window, window_samples
+from smartmask.conditioning.grid import expand_runs, foreground_runs, grid_tables, tables_for
+from smartmask.conditioning.guidance import ALPHA, GUIDANCE_KINDS, apply_guidance, box_on_grid, guidance_from_mask
 from smartmask.conditioning.vocabulary import Vocabulary
 from smartmask.lake.paths import dataset_dir
 
@@ -41,6 +42,9 @@ class SampleConfig:
     insert_stuff: bool = False
     min_target_area: int = 16  # amodal pixels at the source resolution
     split: str = "train"  # the split `TrainingSampler.from_lake` reads
+    # The object-centred view (conditioning/focus.py): a box-guided sample's layout is the window around the box
+    # stacked on the global one (6 channels) and its target is drawn in the window. The model must match.
+    focus_view: bool = False
 
     def __post_init__(self) -> None:
         if self.resolution < 1:
@@ -51,8 +55,9 @@ class SampleConfig:
 
     @classmethod
     def for_tests(cls) -> SampleConfig:
-        """Test-size settings (not the `tiny` preset: that is `smartmask.presets.tiny`)."""
-        return cls(resolution=32)
+        """Test-size settings for a tiny-preset model (the focus view on, as the preset has it; not the `tiny`
+        preset itself: that is `smartmask.presets.tiny`)."""
+        return cls(resolution=32, focus_view=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -260,9 +265,10 @@ class TrainingSampler:
     def __len__(self) -> int:
         return int(self.targets.size)
 
-    def render(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+    def render(self, t: int, window: Window | None = None) -> tuple[np.ndarray, np.ndarray]:
         """For target layer `t` (global index): S_k as a label-id map (R, R) int32 painted from the image's layers
-        0..k-1 (k = layer_k[t]), and the target mask A_k (R, R) bool, both on `resize_grid`."""
+        0..k-1 (k = layer_k[t]), and the target mask A_k (R, R) bool, both on `resize_grid` or, given a focus
+        `window` (image pixels), on the window's grid (cells outside the image: nothing painted, not target)."""
         ix, R = self.index, self.cfg.resolution
         img = int(ix.layer_image[t])
         lo = int(ix.layer_start[img])
@@ -270,7 +276,13 @@ class TrainingSampler:
         k = t - lo
         offs = ix.rle_offsets[lo : t + 2]
         layer, s, e = foreground_runs(ix.rle_data[offs[0] : offs[-1]], offs - offs[0], H * W)
-        grid = grid_tables(H, W, R)
+        inside = None
+        if window is None:
+            grid = grid_tables(H, W, R)
+        else:
+            ys, xs, in_y, in_x = window_samples(H, W, R, window)
+            grid = tables_for(H, W, ys, xs)
+            inside = in_y[:, None] & in_x[None, :]
         nx, ny, expand = grid.nx, grid.ny, grid.expand
         a, b = grid.count_before(s), grid.count_before(e)  # the run's span on the (column-major) grid
         hit = b > a
@@ -288,6 +300,8 @@ class TrainingSampler:
         ids, target = ids.reshape(nx, ny).T, target.reshape(nx, ny).T
         if expand is not None:  # upsampling: repeat rows / columns
             ids, target = ids[expand], target[expand]
+        if inside is not None and not inside.all():
+            ids, target = np.where(inside, ids, 0), target & inside
         return ids, target
 
     def _draw(self, i: int) -> dict:
@@ -299,7 +313,21 @@ class TrainingSampler:
                 break
         kind = GUIDANCE_KINDS[int(np.searchsorted(self._mix_cdf, rng.random(), side="right"))]
         g = guidance_from_mask(kind, target, rng)
-        return {"t": t, "ids": ids, "target": target, "kind": kind, "g": g}
+        d = {"t": t, "ids": ids, "target": target, "kind": kind, "g": g}
+        if self.cfg.focus_view:
+            ix = self.index
+            img = int(ix.layer_image[t])
+            H, W = int(ix.heights[img]), int(ix.widths[img])
+            if kind == "box":
+                box = xywh_to_xyxy(*(float(v) for v in ix.bbox[t]))
+                window = box_window(*box)
+                f_ids, f_target = self.render(t, window)
+                # The exact box on the window's grid, as `suggest` draws a user's box there.
+                f_g = box_on_grid(*box_in_window(box, window, self.cfg.resolution), *(self.cfg.resolution,) * 3)
+                d.update(window=window, f_ids=f_ids, f_target=f_target, f_g=f_g)
+            else:  # no box: the window is the image, the focus view the global one
+                d.update(window=full_window(H, W), f_ids=ids, f_target=target, f_g=g)
+        return d
 
     def sample(self, i: int) -> dict:
         d = self._draw(i)
@@ -311,9 +339,19 @@ class TrainingSampler:
         H, W = float(ix.heights[img]), float(ix.widths[img])
         x0, y0, x1, y1 = xywh_to_xyxy(*(float(v) for v in ix.bbox[t]))  # the lake's bbox is COCO xywh
         box = np.clip(np.array([x0 / W, y0 / H, x1 / W, y1 / H], np.float32), 0.0, 1.0)  # xyxy, normalised
+        extra = {}
+        target = d["target"]
+        if self.cfg.focus_view:  # focus view first, then the global one; the target is the window's
+            focus = self._colours.take(np.ascontiguousarray(d["f_ids"]), axis=1)
+            guided = np.concatenate([apply_guidance(focus, d["f_g"], self.cfg.alpha, channel_axis=0), guided])
+            wx0, wy0, wx1, wy1 = d["window"]
+            extra = {"window": np.array([wx0 / W, wy0 / H, wx1 / W, wy1 / H], np.float32),
+                     "target_global": target.astype(np.float32)}
+            target = d["f_target"]
         return {
             "layout": guided,
-            "target": d["target"].astype(np.float32),
+            "target": target.astype(np.float32),
+            **extra,
             "obj": ix.label(t),
             "context": ix.captions[img] or "",
             "guidance": d["kind"],
