@@ -24,7 +24,13 @@ import pyarrow.parquet as pq
 from smartmask.boxes import xywh_to_xyxy
 from smartmask.conditioning.focus import Window, box_in_window, box_window, full_window, window_samples
 from smartmask.conditioning.grid import expand_runs, foreground_runs, grid_tables, tables_for
-from smartmask.conditioning.guidance import ALPHA, GUIDANCE_KINDS, apply_guidance, box_on_grid, guidance_from_mask
+from smartmask.conditioning.guidance import (
+    ALPHA,
+    GUIDANCE_KINDS,
+    apply_guidance,
+    box_on_grid,
+    guidance_from_mask,
+)
 from smartmask.conditioning.vocabulary import Vocabulary
 from smartmask.lake.paths import dataset_dir
 
