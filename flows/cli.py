@@ -49,13 +49,20 @@ def synth(out: Annotated[Path, typer.Option("--out", help="Output directory")],
           scenes: Annotated[int, typer.Option("--scenes", min=1, max=1_000_000, help="1..1,000,000")] = 200,
           seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="0..2**32-1")] = 0,
           workers: Annotated[int, typer.Option("--workers", min=1, max=MAX_WORKERS, help=WORKERS_HELP)] = max(1, os.cpu_count() or 1),
-          small: Annotated[bool, typer.Option("--small", "--tiny", help="160x120 scenes with few objects")] = False) -> None:
+          small: Annotated[bool, typer.Option("--small", "--tiny", help="160x120 scenes with few objects")] = False,
+          world: Annotated[str, typer.Option("--world", help="classic (shape templates) | context (shapes follow "
+                                                             "their surroundings: docs/synthetic_world.md)")] = "classic",
+          ) -> None:
     """Generate the synthetic amodal world: OUT/annotations.json (COCOA format) + OUT/images/."""
-    from smartmask.config import SynthConfig
+    import dataclasses
+
+    from smartmask.config import WORLDS, SynthConfig
     from smartmask.synth import generate
 
+    if world not in WORLDS:
+        raise typer.BadParameter(f"expected one of {', '.join(WORLDS)}, got {world!r}", param_hint="--world")
     out = output_folder(out)  # never inside a lake's published data, and writable: before any scene is drawn
-    cfg = SynthConfig.small() if small else SynthConfig()
+    cfg = dataclasses.replace(SynthConfig.small() if small else SynthConfig(), world=world)
     path = generate(out, scenes, seed, cfg, workers=workers)
     typer.echo(str(path))
 

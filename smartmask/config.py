@@ -9,6 +9,9 @@ import json
 from dataclasses import dataclass
 
 
+WORLDS = ("classic", "context")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SynthConfig:
     """The synthetic amodal world (`smartmask synth`)."""
@@ -23,6 +26,14 @@ class SynthConfig:
     # evidence in the image and would only teach the model to hallucinate.
     min_visible_fraction: float = 0.08
     outdoor_prob: float = 0.6
+    # "classic": every class is its shape template wherever it stands (the class-mean shape fitted to a box is
+    # then an oracle no layout can beat). "context": some shapes follow what lies beneath or beside them
+    # (smartmask/synth/world.py, CONTEXT_RULES); the classic world stays the default, scene for scene the same.
+    world: str = "classic"
+
+    def __post_init__(self) -> None:
+        if self.world not in WORLDS:
+            raise ValueError(f"unknown synthetic world {self.world!r}: expected one of {', '.join(WORLDS)}")
 
     @classmethod
     def small(cls) -> SynthConfig:

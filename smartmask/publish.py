@@ -168,6 +168,7 @@ def publish(plan: Plan) -> dict:
         "counts": counts, "cycles_broken": stats["cycles_broken"], "shards": len(plan.jobs),
         "status": "published" if stats["image_accepted"] > 0 else "no_accepted_records",
         "top_reject_reasons": _top_reasons(plan),
+        "source_notes": list(plan.source_notes),
         "created_at": utc_stamp(),
     }
     write_card(plan.lake, plan.name, plan.version, plan.staging, manifest)

@@ -81,7 +81,8 @@ def plan_rebuild(source_spec: str, images_dir: str | Path, name: str, lake: Path
     )
     plan = Plan(name=name, version=version, lake=lake, source=parsed.source, images_root=root, config=config,
                 vocabulary=vocab,
-                counts_in=parsed.counts_in, parse_rejects=parsed.rejects, captioner_id=cap_id)
+                counts_in=parsed.counts_in, parse_rejects=parsed.rejects, captioner_id=cap_id,
+                source_notes=parsed.notes)
     ids = vocab.ids
     # At least one shard, empty if need be: its (empty) parts let a source with no usable image record publish its
     # rejects like any other all-rejected source instead of failing on tables that were never written.

@@ -42,6 +42,7 @@ class Plan:
     parse_rejects: list[dict]
     captioner_id: str
     jobs: list[ShardJob] = field(default_factory=list)
+    source_notes: tuple[str, ...] = ()  # ParsedSource.notes, for the card
 
     @property
     def published(self) -> bool:

@@ -14,7 +14,7 @@ from PIL import Image
 from smartmask import masks
 from smartmask.config import SynthConfig
 from smartmask.synth import generate, render, world
-from smartmask.synth.shapes import SHAPES, clip_to_image, finish
+from smartmask.synth.shapes import SEATED_HIP, SHAPES, clip_to_image, finish
 
 TINY = SynthConfig.small()
 N_SCENES = 50
@@ -319,3 +319,72 @@ def test_zero_scenes_is_valid_and_bad_count_rejected(tmp_path):
     assert data["images"] == [] and data["annotations"] == []
     with pytest.raises(ValueError):
         generate(tmp_path, -1, seed=1, config=TINY)
+
+
+# ----------------------------------------------------------------------------------------- the context world
+
+
+def _scenes(world_name: str, n: int = 60) -> list:
+    cfg = SynthConfig(world=world_name)
+    return [world.sample_scene(np.random.default_rng([5, i]), cfg) for i in range(n)]
+
+
+def test_world_is_classic_by_default_and_checked():
+    assert SynthConfig().world == "classic"
+    with pytest.raises(ValueError, match="unknown synthetic world"):
+        SynthConfig(world="fancy")
+
+
+def test_context_world_seats_people_on_what_is_beneath_them():
+    seated = standing_with_seat = 0
+    for scene in _scenes("context"):
+        for p in (i for i in world.things(scene) if i.name == "person"):
+            if p.parent is None:
+                standing_with_seat += any(i.name in world.SEAT_LINE for i in scene.instances)
+                continue
+            seat = p.parent
+            assert seat.name in world.SEAT_LINE
+            x0, y0, x1, y1 = seat.box
+            assert p.box[3] == pytest.approx(y1)  # feet on the seat's ground line
+            hip = p.box[3] - (1 - SEATED_HIP) * (p.box[3] - p.box[1])
+            assert hip == pytest.approx(y0 + world.SEAT_LINE[seat.name] * (y1 - y0))  # hips on the seat line
+            assert x0 <= (p.box[0] + p.box[2]) / 2 <= x1
+            assert p.key[:3] == (5, seat.key[1], seat.key[2])  # drawn just in front of its seat
+            seated += 1
+    assert seated >= 10 and standing_with_seat >= 3  # both poses occur where seats are
+    for scene in _scenes("classic", 30):  # the classic world never seats anyone
+        assert all(i.parent is None for i in world.things(scene) if i.name == "person")
+
+
+def test_context_world_turns_dogs_to_the_person_beside_them():
+    turned = 0
+    for scene in _scenes("context"):
+        for d in (i for i in world.things(scene) if i.name == "dog"):
+            fx, fy, w = (d.box[0] + d.box[2]) / 2, d.box[3], d.box[2] - d.box[0]
+            facing = world._facing_person(scene, fx, fy, w)
+            if facing is not None:
+                assert d.flip == facing
+                turned += 1
+    assert turned >= 5
+
+
+def test_classic_world_scenes_are_unchanged_by_the_context_rules():
+    # The same seed gives the same classic scenes whether or not `world` is spelled out.
+    a = [world.sample_scene(np.random.default_rng([5, i]), SynthConfig()) for i in range(10)]
+    b = _scenes("classic", 10)
+    for sa, sb in zip(a, b, strict=True):
+        assert [i.name for i in sa.instances] == [i.name for i in sb.instances]
+        for ia, ib in zip(sa.instances, sb.instances, strict=True):
+            np.testing.assert_array_equal(ia.poly, ib.poly)
+
+
+def test_context_world_card_records_its_rules(tmp_path):
+    from smartmask.config import RebuildConfig
+    from smartmask.rebuild import rebuild
+
+    cfg = SynthConfig(width=160, height=120, min_things=4, max_things=8, world="context")
+    ann = generate(tmp_path / "w", 8, seed=0, config=cfg, workers=1)
+    assert json.loads(ann.read_text())["info"]["context_rules"] == list(world.CONTEXT_RULES)
+    m = rebuild(f"cocoa:{ann}", tmp_path / "w" / "images", "ctx", tmp_path / "lake", RebuildConfig.for_tests())
+    card = (tmp_path / "lake" / "datasets" / "name=ctx" / f"version={m['version']}" / "CARD.md").read_text()
+    assert "## Source notes" in card and "sits on a bench, chair or sofa" in card

@@ -143,6 +143,8 @@ def render_card(manifest: dict, stats: list[dict]) -> str:
             f"- visible pixels clipped to their amodal mask (boundary noise): {_int(s.get('visible_pixels_clipped'))}",
             "", "## Records", "", "| kind | in | accepted | rejected |", "|---|---|---|---|"]
     out += [f"| {_md(k)} | {v['in']} | {v['accepted']} | {v['rejected']} |" for k, v in manifest["counts"].items()]
+    if manifest.get("source_notes"):  # e.g. the context world's rules: what shapes depend on
+        out += ["", "## Source notes", ""] + [f"- {_md(n)}" for n in manifest["source_notes"]]
     sections = [("Classes", "class", "label", "instances"), ("Layers per image", "layers_per_image", "layers", "images"),
                 ("Captions", "captions", "captioner", "images"), ("Reject reasons", "rejects", "kind:reason", "count")]
     for title, sec, kcol, vcol in sections:

@@ -55,6 +55,7 @@ class ParsedSource:
     counts_in: dict[str, int]  # record kind → records seen in the input
     sha256: str = ""  # of the annotation file's bytes
     detected: str | None = None  # `auto:` only: the layout found, e.g. "kins (2020: a_segm/i_segm)"
+    notes: tuple[str, ...] = ()  # what the source says of itself worth a card line (the synthetic world's rules)
 
 
 def reject(source: str, kind: str, key: Any, reason: str, detail: str = "", record: Any = None,

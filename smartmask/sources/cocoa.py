@@ -74,4 +74,14 @@ def parse_cocoa(doc: Any, source: str) -> ParsedSource:
             ))
         img.pairs = _pairs(ann.get("depth_constraint"), len(regions))
         img.order_kind = "source:order"
-    return ParsedSource(source=source, images=list(images.values()), rejects=rejects, counts_in=dict(counts))
+    return ParsedSource(source=source, images=list(images.values()), rejects=rejects, counts_in=dict(counts),
+                        notes=_notes(doc.get("info")))
+
+
+def _notes(info: Any) -> tuple[str, ...]:
+    """The synthetic world's context rules from `info.context_rules` (strings, at most 20 of 500 characters);
+    anything else there is ignored: `info` is free-form in other people's files."""
+    rules = info.get("context_rules") if isinstance(info, dict) else None
+    if not isinstance(rules, list):
+        return ()
+    return tuple(r[:500] for r in rules[:20] if isinstance(r, str) and r)

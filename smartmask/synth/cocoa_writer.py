@@ -88,6 +88,7 @@ def _info(n_scenes: int, seed: int, config: SynthConfig) -> dict:
         "things": list(world.THINGS),
         "stuff": list(world.STUFF),
         "support": {k: list(v) for k, v in world.SUPPORT.items()},
+        "context_rules": list(world.CONTEXT_RULES) if config.world == "context" else [],
     }
 
 

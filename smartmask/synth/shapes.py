@@ -137,6 +137,13 @@ SHAPES: dict[str, Shape] = {
     name: Shape(tuple(_normalise(v) for v in raw), tuple(_aspect(v) for v in raw), _SURFACE.get(name))
     for name, raw in _RAW.items()
 }
+# Not a class of its own: the context world's seated person, facing right, hips on the seat at SEATED_HIP (from
+# the top of the drawing), feet on the ground in front of the seat.
+_SEATED = [(0.6, 0), (1.8, 0), (2.4, 0.6), (2.4, 1.8), (1.9, 2.4), (2.6, 2.8), (2.8, 5.5), (2.6, 7.2), (5.2, 7.2),
+           (5.3, 12.4), (6.4, 12.6), (6.4, 13), (4.2, 13), (4.2, 8.6), (0.2, 8.6), (0, 7.5), (0.2, 2.8), (0.9, 2.4),
+           (0.4, 1.8), (0.4, 0.6)]
+SEATED = Shape((_normalise(_SEATED),), (_aspect(_SEATED),))
+SEATED_HIP = 7.9 / 13
 
 
 def place(unit: np.ndarray, x_center: float, y_bottom: float, width: float, height: float,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from smartmask.config import SynthConfig
-from smartmask.synth.shapes import SHAPES, finish, place
+from smartmask.synth.shapes import SEATED, SEATED_HIP, SHAPES, Shape, finish, place
 
 THINGS = ("person", "dog", "tree", "car", "house", "bench", "boat", "bird", "cloud",
           "table", "chair", "sofa", "lamp", "vase", "bottle", "plant", "painting", "window")  # fmt: skip
@@ -26,6 +26,18 @@ SUPPORT: dict[str, tuple[str, ...]] = {
     "lamp": ("table",), "vase": ("table",), "bottle": ("table",), "painting": ("wall",), "window": ("wall",),
 }  # fmt: skip
 PLURAL = {name: name + "s" for name in THINGS} | {"person": "people", "bench": "benches"}
+
+# The context world's rules (SynthConfig(world="context")): a shape that follows its surroundings, so a model that
+# reads the layout can beat the class-mean shape. The dataset card and annotations.json record them.
+CONTEXT_RULES = (
+    "person: sits on a bench, chair or sofa in the scene (seated silhouette, hips on the seat, feet on the ground "
+    "in front of it, drawn just in front of the seat) with probability 0.7; stands elsewhere",
+    "dog: faces the nearest person at a similar depth (foot rows within 15% of the image height, within three "
+    "dog widths); faces either way when none is near",
+)
+SEATED_PROB = 0.7
+# Seat height of each seat class, as a fraction of its box from the top (where the drawing's seat line is).
+SEAT_LINE = {"bench": 0.56, "chair": 0.5, "sofa": 0.5}
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,7 @@ class Scene:
     water: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # shoreline xs, top ys, bottom ys
     instances: list[Instance] = field(default_factory=list)
     seq: int = 0
+    world: str = "classic"  # SynthConfig.world: "context" turns on CONTEXT_RULES
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -138,6 +151,7 @@ def sample_scene(rng: np.random.Generator, config: SynthConfig) -> Scene:
     target = int(rng.integers(config.min_things, config.max_things + 1))
     make = _outdoor if rng.random() < config.outdoor_prob else _indoor
     scene = make(rng, config.width, config.height, target)
+    scene.world = config.world
     add_things(scene, rng, target)
     return scene
 
@@ -147,9 +161,12 @@ def _in_water(scene: Scene, xs: np.ndarray, y: float, margin: float) -> np.ndarr
     return (np.interp(xs, wx, top) + margin <= y) & (y <= np.interp(xs, wx, bottom) - margin)
 
 
-def _make(scene, rng, name, v, fx, fy, w, h, ppm=0.0, parent=None, key=None) -> Instance | None:
-    flip = bool(rng.random() < 0.5)
-    raw = place(SHAPES[name].variants[v], fx, fy, w, h, rng, flip=flip, wobble=SPECS[name].wobble)
+def _make(scene, rng, name, v, fx, fy, w, h, ppm=0.0, parent=None, key=None, flip: bool | None = None,
+          shape: Shape | None = None) -> Instance | None:
+    drawn = bool(rng.random() < 0.5)  # drawn even when `flip` is given: the classic world's draws stay the same
+    flip = drawn if flip is None else flip
+    unit = (shape or SHAPES[name]).variants[v]
+    raw = place(unit, fx, fy, w, h, rng, flip=flip, wobble=SPECS[name].wobble)
     seq = scene.next_seq()
     key = key if key is not None else (_LAYER.get(name, 5), float(fy), seq, 0)
     shade = (rng.uniform(1.0, 1.15), rng.uniform(0.8, 0.95))
@@ -162,6 +179,10 @@ def _make(scene, rng, name, v, fx, fy, w, h, ppm=0.0, parent=None, key=None) -> 
 
 def _place_thing(scene: Scene, rng: np.random.Generator, name: str) -> Instance | None:
     W, H, spec, shape = scene.width, scene.height, SPECS[name], SHAPES[name]
+    if scene.world == "context" and name == "person":
+        seats = [i for i in scene.instances if i.name in SEAT_LINE]
+        if seats and rng.random() < SEATED_PROB:
+            return _seated(scene, rng, seats[int(rng.integers(len(seats)))])
     v = int(rng.integers(len(shape.variants)))
     aspect = shape.aspects[v] * rng.uniform(0.9, 1.1)
     support = SUPPORT[name][0]
@@ -217,8 +238,39 @@ def _place_thing(scene: Scene, rng: np.random.Generator, name: str) -> Instance 
             feet = np.linspace(fx - 0.55 * w, fx + 0.55 * w, 9)
             if _in_water(scene, feet, fy, -2.0).any():  # nobody stands in the lake
                 continue
-        return _make(scene, rng, name, v, fx, fy, w, h, ppm)
+        flip = _facing_person(scene, fx, fy, w) if scene.world == "context" and name == "dog" else None
+        return _make(scene, rng, name, v, fx, fy, w, h, ppm, flip=flip)
     return None
+
+
+def _seated(scene: Scene, rng: np.random.Generator, seat: Instance) -> Instance | None:
+    """A person sitting on `seat` (context world): hips on its seat line, feet on the ground line in front of it,
+    so the seat decides the person's height; drawn just in front of the seat, which carries it (`parent`)."""
+    x0, y0, x1, y1 = seat.box
+    seat_row = y0 + SEAT_LINE[seat.name] * (y1 - y0)
+    unit = SEATED
+    h = (y1 - seat_row) / (1.0 - SEATED_HIP)
+    w = h * unit.aspects[0]
+    if h < 6:
+        return None
+    key = (5, seat.key[1], seat.key[2], scene.next_seq())
+    if seat.name == "chair":  # back against the chair's backrest (drawn on the left unless flipped), facing away
+        inset = 0.5 * w + 0.05 * (x1 - x0)
+        fx = x1 - inset if seat.flip else x0 + inset
+        return _make(scene, rng, "person", 0, fx, y1, w, h, seat.ppm, parent=seat, key=key, flip=seat.flip,
+                     shape=SEATED)
+    fx = x0 + (x1 - x0) * rng.uniform(0.3, 0.7)
+    return _make(scene, rng, "person", 0, fx, y1, w, h, seat.ppm, parent=seat, key=key, shape=SEATED)
+
+
+def _facing_person(scene: Scene, fx: float, fy: float, w: float) -> bool | None:
+    """The flip that turns a dog (drawn facing right) towards the nearest person at a similar depth, or None."""
+    near = [((i.box[0] + i.box[2]) / 2, i.box[3]) for i in scene.instances if i.name == "person"]
+    near = [(px, py) for px, py in near if abs(py - fy) <= 0.15 * scene.height and 0 < abs(px - fx) <= 3 * w]
+    if not near:
+        return None
+    px, _ = min(near, key=lambda p: abs(p[0] - fx))
+    return bool(px < fx)
 
 
 def _on_table(scene: Scene, rng: np.random.Generator, name: str, v: int, aspect: float) -> Instance | None:
@@ -252,8 +304,13 @@ def add_things(scene: Scene, rng: np.random.Generator, count: int) -> None:
     dependent = [k for k, n in enumerate(drawn) if SUPPORT[n] == ("table",)]
     if dependent and not has_table:
         drawn[dependent[0]] = "table"  # a lamp needs a table to stand on: the first one brings it
-    # Supporters first, so every dependent drawn in this batch finds a table already placed.
-    for name in sorted(drawn, key=lambda n: SUPPORT[n] == ("table",)):
+    # Supporters first, so every dependent drawn in this batch finds a table already placed; in the context world
+    # seats before the people who may sit on them, people before the dogs that turn to them.
+    if scene.world == "context":
+        order = sorted(drawn, key=lambda n: (SUPPORT[n] == ("table",), n == "dog", n == "person"))
+    else:
+        order = sorted(drawn, key=lambda n: SUPPORT[n] == ("table",))
+    for name in order:
         inst = _place_thing(scene, rng, name)
         if inst is not None:
             scene.instances.append(inst)
