@@ -8,7 +8,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-
 WORLDS = ("classic", "context")
 
 
