@@ -62,6 +62,7 @@ def heldout_task(root: Path, model_version: str, dataset: str, dataset_version: 
     import json
 
     from smartmask.evaluation.heldout import grid_check, product_path_check
+    from smartmask.evaluation.oracle import ClassShapes
     from smartmask.inference.pipeline import SmartMaskPipeline
     from smartmask.lake.paths import model_dir
     from smartmask.training.samples import SampleConfig
@@ -69,11 +70,48 @@ def heldout_task(root: Path, model_version: str, dataset: str, dataset_version: 
     pipe = SmartMaskPipeline.from_lake(root, model_version)
     sample = json.loads((model_dir(root, model_version) / "training.json").read_text())["sample"]
     try:
-        grid = grid_check(pipe, dataset, dataset_version, SampleConfig(**sample), n_samples=128)
+        shapes = ClassShapes.fit(root, dataset, dataset_version, split="train")
+        grid = grid_check(pipe, dataset, dataset_version, SampleConfig(**sample), n_samples=128, shapes=shapes)
         path = product_path_check(pipe, dataset, dataset_version, n_items=10, box_items=40)
     except ValueError:  # too few scenes for a held-out split
         return None
     return grid, path
+
+
+def _gap(model: float, box: float, oracle: float) -> str:
+    return f"{(model - box) / (oracle - box):.0%}" if oracle - box > 1e-9 else "n/a"
+
+
+def quality_lines(eval_folder: str | None, grid: dict | None) -> list[str]:
+    """The model's margin over the box at image resolution (default eval set, with intervals, all objects and by
+    size) and the share of the box → oracle gap it closes at model resolution (32×32)."""
+    from smartmask.evaluation.store import read_summary
+
+    out = []
+    if eval_folder:
+        rows = [r for r in read_summary(Path(eval_folder)) if r["method"] == "smartmask" and r["guidance"] == "box"]
+        paired = {r["size_bin"]: r for r in rows if r["stat"] == "paired" and r["against"] == "baseline:box"
+                  and r["metric"] == "iou"}
+        gap = {r["size_bin"]: r for r in rows if r["stat"] == "gap"}
+        parts = [f"{'all' if s == '*' else s} ({paired[s]['n']}): {paired[s]['value']:+.3f} "
+                 f"[{paired[s]['low']:+.3f}, {paired[s]['high']:+.3f}]" for s in ("*", "<1%", "1-5%", ">5%")
+                 if s in paired]
+        if parts:
+            g = gap.get("*")
+            closed = f"; gap to the oracle closed {g['value']:.0%} [{g['low']:.0%}, {g['high']:.0%}]" if g else ""
+            out.append("quality, box guidance at image resolution (default eval set, model − box IoU, 95% "
+                       f"interval): {'; '.join(parts)}{closed}")
+    if grid and "oracle_iou" in grid:
+        line = (f"quality at 32x32, {grid['samples']} held-out samples: model {grid['model_iou']:.3f}, box "
+                f"{grid['box_iou']:.3f}, class-mean oracle {grid['oracle_iou']:.3f}: "
+                f"{_gap(grid['model_iou'], grid['box_iou'], grid['oracle_iou'])} of the box → oracle gap closed")
+        if "global_model_iou" in grid:
+            line += (" in the model's frame (the box's window); on the global 32x32 grid model "
+                     f"{grid['global_model_iou']:.3f}, box {grid['global_box_iou']:.3f}, oracle "
+                     f"{grid['global_oracle_iou']:.3f}: "
+                     f"{_gap(grid['global_model_iou'], grid['global_box_iou'], grid['global_oracle_iou'])}")
+        out.append(line)
+    return out
 
 
 @task(name="insert-one", cache_policy=NO_CACHE)
@@ -222,6 +260,7 @@ def demo(lake: str | None = None, scenes: int = 200, seed: int = 0, train_budget
     if check:
         report.append(f"held-out, box guidance ({check['samples']} samples): mask IoU {check['model_iou']:.3f} "
                       f"vs the box itself {check['box_iou']:.3f}")
+    report += quality_lines(trained.get("eval_folder"), check)
     if path:
         report.append(f"suggest --bbox, held-out, image resolution ({path['box_items']} targets, rank-1 of "
                       f"{path['suggestions']}): "

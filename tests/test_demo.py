@@ -17,10 +17,11 @@ import pytest
 from smartmask.lake.query import run_query
 
 STEPS = 400
-# Margins over the box at STEPS steps (IoU points): model resolution (32×32, every held-out sample) and image
-# resolution (`suggest --bbox`, rank-1 of 4).
-MARGIN_GRID = 0.02
-MARGIN_IMAGE = 0.02
+# Margins over the box at STEPS steps (IoU points): model resolution (32×32 in the model's frame, the box's window,
+# every held-out sample) and image resolution (`suggest --bbox`, rank-1 of 4). With the focus view a 400-step run
+# reached +0.196 in-process and a 482-step demo +0.217 and +0.192 (docs/experiments.md).
+MARGIN_GRID = 0.12
+MARGIN_IMAGE = 0.08
 BULK_ITEMS = 24  # the CLI's demo runs 100; the stage's machinery is the same
 
 pytestmark = pytest.mark.slow
@@ -81,7 +82,16 @@ def test_demo_end_to_end_learns_to_beat_the_box(tmp_path, prefect_harness):
     for metric in ("iou", "best_of_n_iou", "diversity", "plausibility", "l2_bg", "local_fid"):
         assert (model_version, "none", metric) in got, metric
     assert all(r["low"] <= r["value"] <= r["high"] and r["n"] >= 10 for r in agg if r["metric"] != "plausibility")
-    for text in (model_version, "baseline:box", "baseline:oracle", "Table 1 style", "Table 2 style"):
+    for text in (model_version, "baseline:box", "baseline:oracle", "Table 1 style", "Table 2 style",
+                 "Margin over the box by object size", "quality, box guidance at image resolution",
+                 "of the box → oracle gap closed"):
         assert text in out["report"]
+    # The margin over the box by object size, each with its interval, and the quality lines that print them.
+    sizes = run_query(lake, "SELECT size_bin, value, low, high FROM eval_summary WHERE run = ? AND stat = 'paired' "
+                      "AND guidance = 'box' AND metric = 'iou' AND against = 'baseline:box' AND size_bin <> '*'",
+                      [out["eval_run"]]).to_pylist()
+    assert {r["size_bin"] for r in sizes} >= {"<1%", "1-5%"}
+    assert all(r["low"] <= r["value"] <= r["high"] for r in sizes)
+    assert grid["oracle_iou"] > grid["box_iou"] and "global_model_iou" in grid
     # The demo ends by writing the dashboard and printing its path.
     assert out["dashboard"] == str(lake / "dashboard.html") and f"dashboard: {out['dashboard']}" in out["report"]

@@ -147,6 +147,18 @@ def test_summary_and_report(scored, lake):
     paired = [r for r in summary if r["stat"] == "paired"]
     assert {r["against"] for r in paired} == {"baseline:box", "baseline:oracle"}
     assert any(r["stat"] == "gap" for r in summary)
+    # Against the box, per size bin too: the paired difference on that bin's items only, with its gap row.
+    box_rows = [r for r in scored["rows"] if r["method"] == "smartmask" and r["guidance"] == "box"]
+    for size in {r["size_bin"] for r in box_rows}:
+        mine = {r["item_id"]: r["iou"] for r in box_rows if r["size_bin"] == size}
+        theirs = {r["item_id"]: r["iou"] for r in scored["rows"] if r["model_version"] == "baseline:box"
+                  and r["guidance"] == "box" and r["item_id"] in mine}
+        row = next(r for r in paired if r["guidance"] == "box" and r["size_bin"] == size and r["metric"] == "iou"
+                   and r["against"] == "baseline:box")
+        assert row["n"] == len(mine) and row["value"] == pytest.approx(
+            sum(mine[i] - theirs[i] for i in mine) / len(mine))
+        gap = any(r["stat"] == "gap" and r["guidance"] == "box" and r["size_bin"] == size for r in summary)
+        assert gap == (len(mine) >= 2)  # a share of a gap needs two items to resample
     # The same rows twice: identical numbers (deterministic bootstrap).
     assert aggregate_rows(scored["rows"], n_boot=200) == summary
     # A version against itself: every difference is exactly 0 and not significant.

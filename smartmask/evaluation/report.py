@@ -85,7 +85,7 @@ def render(record: dict, summary: list[dict], counts: dict) -> str:
     for g in guidance:
         rows = [[v] + [_cell(agg.get((v, g, m))) for m, _ in MASKS] for v in versions if any((v, g, m) in agg for m, _ in MASKS)]
         out += [f"### guidance: {GUIDANCE_NAMES[g]}", "", *_table(["method"] + [h for _, h in MASKS], rows), ""]
-    gaps = [r for r in summary if r["stat"] == "gap"]
+    gaps = [r for r in summary if r["stat"] == "gap" and r["size_bin"] == "*"]
     if gaps:
         out += ["## Share of the box → oracle IoU gap the model closes", "",
                 *_table(["model", "guidance", "gap closed"],
@@ -101,7 +101,21 @@ def render(record: dict, summary: list[dict], counts: dict) -> str:
                                                               _SIZE_ORDER.index(r["size_bin"]),
                                                               _method_key(r["model_version"])))]),
                 ""]
-    paired = [r for r in summary if r["stat"] == "paired"]
+    by_size = {(r["model_version"], r["guidance"], r["size_bin"], r["stat"]): r for r in summary
+               if r["stat"] in ("paired", "gap") and r["size_bin"] != "*" and r["metric"] in ("iou", "iou_gap_closed")
+               and r["against"] in ("baseline:box", "baseline:box..baseline:oracle")}
+    keys = sorted({k[:3] for k in by_size}, key=lambda k: (_GUIDANCE_ORDER.index(k[1]), _SIZE_ORDER.index(k[2]), k[0]))
+    if keys:
+        def cell(k, stat):
+            r = by_size.get((*k, stat))
+            return fmt(r["value"], r["low"], r["high"]) if r else "–"
+
+        out += ["## Margin over the box by object size (IoU, paired on the same items)", "",
+                *_table(["model", "guidance", "size", "model − box", "gap closed", "n"],
+                        [[k[0], GUIDANCE_NAMES[k[1]], k[2], cell(k, "paired"), cell(k, "gap"),
+                          str(by_size[(*k, "paired")]["n"]) if (*k, "paired") in by_size else "–"] for k in keys]),
+                ""]
+    paired = [r for r in summary if r["stat"] == "paired" and r["size_bin"] == "*"]
     if paired:
         out += ["## Paired differences (a − b on the same items)", "",
                 "`yes` when the 95% interval of the difference excludes 0.", "",

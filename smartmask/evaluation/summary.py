@@ -88,6 +88,15 @@ def aggregate_rows(rows: list[dict], *, n_boot: int = 1000, seed: int = 0) -> li
                                                                                     guidance))
             if box and oracle:
                 out += gap_rows(groups[(m, v, guidance)], box, oracle, n_boot=n_boot, seed=seed)
+            if box:  # the margin over the box and the gap closed by object size: small objects gain least
+                for size in sorted({r["size_bin"] for r in groups[(m, v, guidance)]}):
+                    sel = [r for r in groups[(m, v, guidance)] if r["size_bin"] == size]
+                    box_s = [r for r in box if r["size_bin"] == size]
+                    rows_s = paired_rows(sel, box_s, n_boot=n_boot, seed=seed)
+                    if oracle:
+                        rows_s += gap_rows(sel, box_s, [r for r in oracle if r["size_bin"] == size], n_boot=n_boot,
+                                           seed=seed)
+                    out += [r | {"size_bin": size} for r in rows_s]
     return out
 
 
