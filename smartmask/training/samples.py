@@ -260,6 +260,7 @@ class TrainingSampler:
         self._mix_cdf[-1] = 1.0
         # (C, n) float32 palette: gathering per channel gives the (3, R, R) layout directly.
         self._colours = np.ascontiguousarray((index.vocabulary.colours.astype(np.float32) / 255.0).T)
+        self._runs: tuple | None = None  # (t, layer, start, end) of the last target's parsed RLE runs
 
     @classmethod
     def from_lake(cls, lake: Path, name: str, version: str, cfg: SampleConfig = SampleConfig(),
@@ -280,8 +281,12 @@ class TrainingSampler:
         lo = int(ix.layer_start[img])
         H, W = int(ix.heights[img]), int(ix.widths[img])
         k = t - lo
-        offs = ix.rle_offsets[lo : t + 2]
-        layer, s, e = foreground_runs(ix.rle_data[offs[0] : offs[-1]], offs - offs[0], H * W)
+        runs = self._runs  # read once: safe if two threads share the sampler
+        if runs is None or runs[0] != t:  # the focus view paints the same layers again: parse them once
+            offs = ix.rle_offsets[lo : t + 2]
+            runs = (t, *foreground_runs(ix.rle_data[offs[0] : offs[-1]], offs - offs[0], H * W))
+            self._runs = runs
+        _, layer, s, e = runs
         inside = None
         if window is None:
             grid = grid_tables(H, W, R)
