@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,6 +41,16 @@ def test_rebuild_exits_2_on_bad_arguments(tmp_path):
     r = _smartmask("rebuild", "--source", f"cocoa:{tmp_path}/a.json", "--images", str(tmp_path / "nope"),
                    "--name", "x")
     assert r.returncode == 2 and "images directory not found" in r.stderr
+
+
+def test_synth_world_flag(tmp_path):
+    r = _smartmask("synth", "--out", str(tmp_path / "bad"), "--scenes", "1", "--small", "--world", "fancy")
+    assert r.returncode == 2 and "--world" in r.stderr and not (tmp_path / "bad").exists()
+    r = _smartmask("synth", "--out", str(tmp_path / "ctx"), "--scenes", "2", "--small", "--world", "context",
+                   "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    info = json.loads((tmp_path / "ctx" / "annotations.json").read_text())["info"]
+    assert info["config"]["world"] == "context" and info["context_rules"]
 
 
 @pytest.fixture(scope="module")
