@@ -18,8 +18,8 @@ from smartmask.lake.query import run_query
 
 STEPS = 400
 # Margins over the box at STEPS steps (IoU points): model resolution (32×32 in the model's frame, the box's window,
-# every held-out sample) and image resolution (`suggest --bbox`, rank-1 of 4). With the focus view a 400-step run
-# reached +0.196 in-process and a 482-step demo +0.217 and +0.192 (docs/experiments.md).
+# every held-out sample) and image resolution (`suggest --bbox`, rank-1 of 4). With the focus view this test's
+# 400-step run reached +0.196 and +0.163 (2026-12-02), a 482-step demo +0.217 and +0.192 (docs/experiments.md).
 MARGIN_GRID = 0.12
 MARGIN_IMAGE = 0.08
 BULK_ITEMS = 24  # the CLI's demo runs 100; the stage's machinery is the same
