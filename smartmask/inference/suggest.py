@@ -14,7 +14,9 @@ samples.
 
 Back to the image: the soft masks (probabilities at R×R) are resized to (H, W) with bicubic interpolation and
 thresholded there, so the edge is a smooth curve through the model's probability field, not R×R staircase blocks.
-That work is uint8 (one byte per pixel), so a 4000×3000 photo costs 12 MB per suggestion, not a float image.
+That work is uint8 (one byte per pixel), so a 4000×3000 photo costs 12 MB per suggestion, not a float image. A
+model with the object-centred view (`conditioning/focus.py`) draws a box-guided mask in the window around the box;
+`paste_window` resizes that window's probabilities onto the window's pixels the same way.
 
 A box is the object's tight bounding box, as in training (G is drawn from the target's own box): with `--bbox`,
 every suggestion is cut to it and then fitted to it at image resolution, i.e. stretched from its own bounding box
