@@ -165,7 +165,7 @@ def main() -> None:
     if not recording(a.smoke, a.no_record):
         return
     head = summary.get("person >=1%", {}).get("model_minus_oracle", {})
-    row = {"person_big_model_minus_oracle": head.get("value"), "all_model_minus_box":
+    row = {"context_world": int(a.world == "context"), "person_big_model_minus_oracle": head.get("value"), "all_model_minus_box":
            summary["all"]["model_minus_box"]["value"], "world": a.world, "scenes": a.scenes, "seed": a.seed,
            "steps": a.steps, "items": a.items, "dataset_version": version, "model": model,
            "summary": json.loads(json.dumps(summary))}
