@@ -180,3 +180,11 @@ def test_training_refuses_a_model_and_samples_that_disagree(tmp_path, synthetic_
 def _first_image(lake, version) -> tuple[str]:
     d = dataset_dir(lake, "synth", version)
     return (sorted(pq.read_table(d / "images", columns=["image_id"]).column("image_id").to_pylist())[0],)
+
+
+def test_a_sub_pixel_box_gets_a_one_pixel_window_and_pastes_cheaply():
+    window = box_window(100.0, 100.0, 100.0001, 200.0)
+    assert window[2] - window[0] == pytest.approx(1.0) and window[3] - window[1] == pytest.approx(125.0)
+    p = np.ones((R, R), np.float32)
+    out = paste_window(p, window, 480, 640)  # was a ~260 GB pad before the window had a minimum size
+    assert out.shape == (480, 640) and out[:, 100].any() and not out[:, :99].any() and not out[:, 102:].any()

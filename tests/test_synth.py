@@ -388,3 +388,23 @@ def test_context_world_card_records_its_rules(tmp_path):
     m = rebuild(f"cocoa:{ann}", tmp_path / "w" / "images", "ctx", tmp_path / "lake", RebuildConfig.for_tests())
     card = (tmp_path / "lake" / "datasets" / "name=ctx" / f"version={m['version']}" / "CARD.md").read_text()
     assert "## Source notes" in card and "sits on a bench, chair or sofa" in card
+
+
+def test_context_captions_tell_who_sits_on_what_and_who_stands():
+    checked = 0
+    for scene in _scenes("context"):
+        people = [i for i in world.things(scene) if i.name == "person"]
+        seated = [p for p in people if p.parent is not None]
+        if not seated:
+            continue
+        clauses = world.caption(scene, []).split(", ")  # no occlusion clauses: every class gets its count clause
+        by_seat: dict[str, list] = {}
+        for p in seated:
+            by_seat.setdefault(p.parent.name, []).append(p)
+        for seat, ps in by_seat.items():
+            assert f"{world._count('person', len(ps))} on {world._count(seat, len({id(p.parent) for p in ps}))}" \
+                in clauses, (clauses, seat)
+        standing = len(people) - len(seated)
+        assert (world._count("person", standing) in clauses) == (standing > 0), clauses
+        checked += 1
+    assert checked >= 10

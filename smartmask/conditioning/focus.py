@@ -30,9 +30,18 @@ Window = tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels (x1
 
 
 def box_window(x0: float, y0: float, x1: float, y1: float) -> Window:
-    """The focus window of a box (image pixels): the box padded by FOCUS_MARGIN of its size on each side."""
+    """The focus window of a box (image pixels): the box padded by FOCUS_MARGIN of its size on each side, and at
+    least one pixel wide and tall about the same centre (a sub-pixel box would otherwise ask `paste_window` for a
+    grid of R cells per thousandth of a pixel)."""
     mx, my = FOCUS_MARGIN * (x1 - x0), FOCUS_MARGIN * (y1 - y0)
-    return (x0 - mx, y0 - my, x1 + mx, y1 + my)
+    wx0, wy0, wx1, wy1 = x0 - mx, y0 - my, x1 + mx, y1 + my
+    if wx1 - wx0 < 1.0:
+        c = (wx0 + wx1) / 2
+        wx0, wx1 = c - 0.5, c + 0.5
+    if wy1 - wy0 < 1.0:
+        c = (wy0 + wy1) / 2
+        wy0, wy1 = c - 0.5, c + 0.5
+    return (wx0, wy0, wx1, wy1)
 
 
 def full_window(H: int, W: int) -> Window:
@@ -83,8 +92,10 @@ def paste_window(p_RR: np.ndarray, window: Window, H: int, W: int, threshold: fl
         return out
     sx, sy = R / (x1 - x0), R / (y1 - y0)
     # The pixels [c0, c1) × [r0, r1) cover this part of the R×R grid (PIL reads a float source box). A pixel at the
-    # window's edge reaches past the grid, so the grid is padded with zeros (outside the window: not the object).
-    pad = math.ceil(max(sx, sy)) + 1
+    # window's edge reaches past the grid, and a shrinking bicubic filter reaches 2 source cells per output pixel,
+    # so the grid is padded with zeros (outside the window: not the object). A window is at least a pixel wide
+    # (`box_window`), so the pad is at most 2R + 2 cells.
+    pad = math.ceil(2 * max(sx, sy)) + 2
     src = ((c0 - x0) * sx + pad, (r0 - y0) * sy + pad, (c1 - x0) * sx + pad, (r1 - y0) * sy + pad)
     p8 = np.pad(np.clip(np.rint(np.asarray(p_RR, np.float32) * 255.0), 0, 255).astype(np.uint8), pad)
     up = Image.fromarray(p8, mode="L").resize((c1 - c0, r1 - r0), Image.Resampling.BICUBIC, box=src)

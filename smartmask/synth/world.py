@@ -375,15 +375,19 @@ def caption(scene: Scene, occlusions: list[tuple[Instance, Instance, int]]) -> s
         other = "another " + back.name if back.name == front.name else _count(back.name, 1)
         clauses.append(f"{_count(front.name, 1)} in front of {other}")
         mentioned |= {front.name, back.name}
+    described: dict[str, int] = {}  # instances of a class already told as on something ("two people on a bench")
     for name in THINGS:
-        deps = [i for i in things(scene) if i.name == name and i.parent is not None]
-        if deps:
-            supporters = {id(i.parent): i.parent.name for i in deps}
-            sup_name = next(iter(supporters.values()))
-            clauses.append(f"{_count(name, len(deps))} on {_count(sup_name, len(supporters))}")
-            mentioned |= {name, sup_name}
+        by_support: dict[str, list[Instance]] = {}  # per supporter class: the context world seats people on three
+        for i in things(scene):
+            if i.name == name and i.parent is not None:
+                by_support.setdefault(i.parent.name, []).append(i)
+        for sup_name, deps in by_support.items():
+            clauses.append(f"{_count(name, len(deps))} on {_count(sup_name, len({id(i.parent) for i in deps}))}")
+            mentioned.add(sup_name)
+            described[name] = described.get(name, 0) + len(deps)
     for name in sorted(present, key=lambda n: (-present[n], THINGS.index(n))):
-        if name not in mentioned:
+        rest = present[name] - described.get(name, 0)  # e.g. the people who stand
+        if name not in mentioned and rest > 0:
             where = _WHERE.get(name)
-            clauses.append(_count(name, present[name]) + (f" {where}" if where else ""))
+            clauses.append(_count(name, rest) + (f" {where}" if where else ""))
     return ", ".join([*clauses, _setting(scene, present)])
