@@ -51,7 +51,7 @@ def synth(out: Annotated[Path, typer.Option("--out", help="Output directory")],
           workers: Annotated[int, typer.Option("--workers", min=1, max=MAX_WORKERS, help=WORKERS_HELP)] = max(1, os.cpu_count() or 1),
           small: Annotated[bool, typer.Option("--small", "--tiny", help="160x120 scenes with few objects")] = False,
           world: Annotated[str, typer.Option("--world", help="classic (shape templates) | context (shapes follow "
-                                                             "their surroundings: docs/synthetic_world.md)")] = "classic",
+                                                             "their surroundings: datasets/README.md)")] = "classic",
           ) -> None:
     """Generate the synthetic amodal world: OUT/annotations.json (COCOA format) + OUT/images/."""
     import dataclasses

@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from smartmask.conditioning.guidance import box_on_grid
+
 # The box fills 1 / (1 + 2 · FOCUS_MARGIN) = 80% of the window's side: enough margin to show what the object
 # stands on or leans against, while a box of 1% of the image still gets ~25×25 of the 32×32 cells.
 FOCUS_MARGIN = 0.125
@@ -76,6 +78,12 @@ def box_in_window(box: tuple[float, float, float, float], window: Window, R: int
     wx0, wy0, wx1, wy1 = window
     sx, sy = R / (wx1 - wx0), R / (wy1 - wy0)
     return ((box[0] - wx0) * sx, (box[1] - wy0) * sy, (box[2] - wx0) * sx, (box[3] - wy0) * sy)
+
+
+def box_on_window(box: tuple[float, float, float, float], window: Window, R: int) -> np.ndarray:
+    """G (R, R) of a box (image pixels) on the window's grid: the cells whose centres it covers (`box_on_grid`, the
+    rule of the global view). The one definition the sampler, `suggest` and the grid check draw the box by."""
+    return box_on_grid(*box_in_window(box, window, R), R, R, R)
 
 
 def paste_window(p_RR: np.ndarray, window: Window, H: int, W: int, threshold: float = 0.5) -> np.ndarray:

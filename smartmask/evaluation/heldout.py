@@ -28,8 +28,7 @@ import pyarrow.parquet as pq
 
 from smartmask import masks
 from smartmask.boxes import box_mask, mask_box
-from smartmask.conditioning.focus import box_in_window, window_to_grid
-from smartmask.conditioning.guidance import box_on_grid
+from smartmask.conditioning.focus import box_in_window, box_on_window, window_to_grid
 from smartmask.evaluation.oracle import ClassShapes
 from smartmask.inference.pipeline import SmartMaskPipeline
 from smartmask.inference.suggest import Control, SuggestConfig
@@ -92,20 +91,21 @@ def grid_check(pipe: SmartMaskPipeline, dataset: str, version: str, sample_cfg: 
         for i in range(len(b["obj"])):
             # The box as a user would give it (normalised image coordinates), on the model's grid by the same rule
             # `suggest` uses: the cells whose centres it covers.
-            box = tuple(np.asarray(b["box"][i], np.float64).tolist())
+            # Windows in normalised image coordinates: the whole image is (0, 0, 1, 1).
+            box, image = tuple(np.asarray(b["box"][i], np.float64).tolist()), (0.0, 0.0, 1.0, 1.0)
             if "window" in b:
                 window = tuple(np.asarray(b["window"][i], np.float64).tolist())
-                frames = [("", box_in_window(box, window, r), found[i], b["target"][i]),
-                          ("global_", tuple(v * r for v in box), window_to_grid(found[i], window, 1, 1),
-                           b["target_global"][i])]
+                frames = [("", window, found[i], b["target"][i]),
+                          ("global_", image, window_to_grid(found[i], window, 1, 1), b["target_global"][i])]
             else:
-                frames = [("", tuple(v * r for v in box), found[i], b["target"][i])]
-            for prefix, cells, mask, target in frames:
-                oracle = shapes.fit_to_box(b["obj"][i], cells, r, r) if shapes is not None else None
+                frames = [("", image, found[i], b["target"][i])]
+            for prefix, frame, mask, target in frames:
+                oracle = (shapes.fit_to_box(b["obj"][i], box_in_window(box, frame, r), r, r)
+                          if shapes is not None else None)
                 if shapes is not None and oracle is None:
                     continue  # a class without a training shape: left out, so all three means share their samples
                 ious.setdefault(f"{prefix}model_iou", []).append(mask_iou(mask, target))
-                ious.setdefault(f"{prefix}box_iou", []).append(mask_iou(box_on_grid(*cells, r, r, r), target))
+                ious.setdefault(f"{prefix}box_iou", []).append(mask_iou(box_on_window(box, frame, r), target))
                 if oracle is not None:
                     ious.setdefault(f"{prefix}oracle_iou", []).append(mask_iou(oracle, target))
     if not ious:

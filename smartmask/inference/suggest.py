@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from smartmask.boxes import box_pixels, mask_box
-from smartmask.conditioning.focus import Window, box_in_window, box_window, paste_window
+from smartmask.conditioning.focus import Window, box_on_window, box_window, paste_window
 from smartmask.conditioning.guidance import ALPHA, apply_guidance, box_on_grid, point_guidance
 from smartmask.inference.errors import BadInput
 from smartmask.masks import mask_iou
@@ -193,8 +193,7 @@ def suggest(model, paint: Callable[[Window | None], np.ndarray], control: Contro
     if model.config.focus_view:  # focus view first; without a box it is the global one
         if control.kind == "box":
             window = box_window(*control.box)
-            g = box_on_grid(*box_in_window(control.box, window, R), R, R, R)
-            views.insert(0, apply_guidance(paint(window), g, alpha))
+            views.insert(0, apply_guidance(paint(window), box_on_window(control.box, window, R), alpha))
         else:
             views.insert(0, guided)
     layout_CRR = np.concatenate([v.transpose(2, 0, 1) for v in views])

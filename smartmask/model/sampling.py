@@ -84,7 +84,8 @@ def sample_masks(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """N mask suggestions per layout: bool (B, n, R, R) (and, with `return_probs`, the soft masks in [0, 1]).
 
-    layout_BCHW: guided layouts S~ (B, C, R, R) in [0, 1] (C = `layout_in_channels`: 3, or 6 with the focus view) at the model's resolution; obj / context: B texts each.
+    layout_BCHW: guided layouts S~ (B, C, R, R) in [0, 1] at the model's resolution (C = `layout_in_channels`: 3, or 6
+    with the focus view); obj / context: B texts each.
     Suggestion j uses seed `seed + j` (see `initial_noise`).
     """
     R = model.config.resolution

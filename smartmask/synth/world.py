@@ -248,19 +248,17 @@ def _seated(scene: Scene, rng: np.random.Generator, seat: Instance) -> Instance 
     so the seat decides the person's height; drawn just in front of the seat, which carries it (`parent`)."""
     x0, y0, x1, y1 = seat.box
     seat_row = y0 + SEAT_LINE[seat.name] * (y1 - y0)
-    unit = SEATED
     h = (y1 - seat_row) / (1.0 - SEATED_HIP)
-    w = h * unit.aspects[0]
+    w = h * SEATED.aspects[0]
     if h < 6:
         return None
     key = (5, seat.key[1], seat.key[2], scene.next_seq())
     if seat.name == "chair":  # back against the chair's backrest (drawn on the left unless flipped), facing away
         inset = 0.5 * w + 0.05 * (x1 - x0)
-        fx = x1 - inset if seat.flip else x0 + inset
-        return _make(scene, rng, "person", 0, fx, y1, w, h, seat.ppm, parent=seat, key=key, flip=seat.flip,
-                     shape=SEATED)
-    fx = x0 + (x1 - x0) * rng.uniform(0.3, 0.7)
-    return _make(scene, rng, "person", 0, fx, y1, w, h, seat.ppm, parent=seat, key=key, shape=SEATED)
+        fx, flip = (x1 - inset if seat.flip else x0 + inset), seat.flip
+    else:
+        fx, flip = x0 + (x1 - x0) * rng.uniform(0.3, 0.7), None
+    return _make(scene, rng, "person", 0, fx, y1, w, h, seat.ppm, parent=seat, key=key, flip=flip, shape=SEATED)
 
 
 def _facing_person(scene: Scene, fx: float, fy: float, w: float) -> bool | None:

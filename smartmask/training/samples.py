@@ -22,15 +22,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from smartmask.boxes import xywh_to_xyxy
-from smartmask.conditioning.focus import Window, box_in_window, box_window, full_window, window_samples
+from smartmask.conditioning.focus import Window, box_on_window, box_window, full_window, window_samples
 from smartmask.conditioning.grid import expand_runs, foreground_runs, grid_tables, tables_for
-from smartmask.conditioning.guidance import (
-    ALPHA,
-    GUIDANCE_KINDS,
-    apply_guidance,
-    box_on_grid,
-    guidance_from_mask,
-)
+from smartmask.conditioning.guidance import ALPHA, GUIDANCE_KINDS, apply_guidance, guidance_from_mask
 from smartmask.conditioning.vocabulary import Vocabulary
 from smartmask.lake.paths import dataset_dir
 
@@ -334,8 +328,8 @@ class TrainingSampler:
                 window = box_window(*box)
                 f_ids, f_target = self.render(t, window)
                 # The exact box on the window's grid, as `suggest` draws a user's box there.
-                f_g = box_on_grid(*box_in_window(box, window, self.cfg.resolution), *(self.cfg.resolution,) * 3)
-                d.update(window=window, f_ids=f_ids, f_target=f_target, f_g=f_g)
+                d.update(window=window, f_ids=f_ids, f_target=f_target, f_g=box_on_window(box, window,
+                                                                                           self.cfg.resolution))
             else:  # no box: the window is the image, the focus view the global one
                 d.update(window=full_window(H, W), f_ids=ids, f_target=target, f_g=g)
         return d
@@ -353,8 +347,12 @@ class TrainingSampler:
         extra = {}
         target = d["target"]
         if self.cfg.focus_view:  # focus view first, then the global one; the target is the window's
-            focus = self._colours.take(np.ascontiguousarray(d["f_ids"]), axis=1)
-            guided = np.concatenate([apply_guidance(focus, d["f_g"], self.cfg.alpha, channel_axis=0), guided])
+            if d["f_ids"] is d["ids"]:  # no box: the focus view is the global one
+                focus = guided
+            else:
+                focus = apply_guidance(self._colours.take(np.ascontiguousarray(d["f_ids"]), axis=1), d["f_g"],
+                                       self.cfg.alpha, channel_axis=0)
+            guided = np.concatenate([focus, guided])
             wx0, wy0, wx1, wy1 = d["window"]
             extra = {"window": np.array([wx0 / W, wy0 / H, wx1 / W, wy1 / H], np.float32),
                      "target_global": target.astype(np.float32)}
