@@ -61,6 +61,7 @@ def heldout_task(root: Path, model_version: str, dataset: str, dataset_version: 
     128), and the suggest path at image size (the box claim on up to 40 targets, the rest on 10)."""
     import json
 
+    from smartmask import presets
     from smartmask.evaluation.heldout import grid_check, product_path_check
     from smartmask.evaluation.oracle import ClassShapes
     from smartmask.inference.pipeline import SmartMaskPipeline
@@ -71,7 +72,10 @@ def heldout_task(root: Path, model_version: str, dataset: str, dataset_version: 
     sample = json.loads((model_dir(root, model_version) / "training.json").read_text())["sample"]
     try:
         shapes = ClassShapes.fit(root, dataset, dataset_version, split="train")
-        grid = grid_check(pipe, dataset, dataset_version, SampleConfig(**sample), n_samples=128, shapes=shapes)
+        # The 32×32 check keeps one population whatever the preset trains on: targets of at least 1% of the image.
+        floor = presets.target_floor_area(root, dataset, dataset_version, 0.01)
+        grid = grid_check(pipe, dataset, dataset_version, SampleConfig(**sample | {"min_target_area": floor}),
+                          n_samples=128, shapes=shapes)
         path = product_path_check(pipe, dataset, dataset_version, n_items=10, box_items=40)
     except ValueError:  # too few scenes for a held-out split
         return None

@@ -58,7 +58,7 @@ def train(job: TrainJob) -> dict:
     lake, preset, workers, gpu = job.lake, job.preset, job.workers, job.gpu
     root = lake_root(lake)
     name, version = resolve_dataset(root, job.dataset)
-    min_area = presets.one_percent_area(root, name, version) if preset == "tiny" else 16
+    min_area = presets.target_floor_area(root, name, version) if preset == "tiny" else 16
     r = presets.recipe(preset, base_model=job.base_model, min_target_area=min_area)
     model_cfg, sample_cfg, train_cfg = r.model, r.sample, r.train
     if job.guidance_mix is not None:

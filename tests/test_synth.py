@@ -356,16 +356,40 @@ def test_context_world_seats_people_on_what_is_beneath_them():
         assert all(i.parent is None for i in world.things(scene) if i.name == "person")
 
 
-def test_context_world_turns_dogs_to_the_person_beside_them():
-    turned = 0
+def test_context_world_stands_dogs_beside_a_person_facing_them():
+    dogs = 0
     for scene in _scenes("context"):
         for d in (i for i in world.things(scene) if i.name == "dog"):
-            fx, fy, w = (d.box[0] + d.box[2]) / 2, d.box[3], d.box[2] - d.box[0]
-            facing = world._facing_person(scene, fx, fy, w)
-            if facing is not None:
-                assert d.flip == facing
-                turned += 1
-    assert turned >= 5
+            fy, w = d.box[3], d.box[2] - d.box[0]
+            # Beside a person: same foot row, the nearer edge 2-10% of the dog's width from the person's legs, and
+            # facing them (drawn facing right, so flipped exactly when the person is on the left).
+            mates = []
+            for p in (i for i in scene.instances if i.name == "person" and i.box[3] == pytest.approx(fy)):
+                legs = p.poly[p.poly[:, 1] >= fy - (d.box[3] - d.box[1])][:, 0]
+                if 0.02 * w - 1e-6 <= legs.min() - d.box[2] <= 0.1 * w + 1e-6:
+                    mates.append(False)  # the dog stands left of the person: faces right
+                if 0.02 * w - 1e-6 <= d.box[0] - legs.max() <= 0.1 * w + 1e-6:
+                    mates.append(True)
+            assert d.flip in mates, (mates, d.box)
+            dogs += 1
+    assert dogs >= 20
+
+
+def test_context_world_stands_lamps_on_tables_or_on_the_floor():
+    on_table = on_floor = 0
+    for scene in _scenes("context", 120):
+        for lamp in (i for i in world.things(scene) if i.name == "lamp"):
+            if lamp.parent is not None:
+                assert lamp.parent.name == "table"
+                on_table += 1
+                continue
+            assert scene.kind == "indoor" and lamp.box[3] > scene.ground_top  # on the floor, in front of the wall
+            ppm = (lamp.box[3] - scene.horizon) / scene.cam_h  # a floor lamp is ~1.6 m tall at its depth
+            assert 0.85 * world.FLOOR_LAMP_M * ppm <= lamp.box[3] - lamp.box[1] <= 1.15 * world.FLOOR_LAMP_M * ppm
+            on_floor += 1
+    assert on_table >= 10 and on_floor >= 10
+    for scene in _scenes("classic", 60):  # the classic world keeps every lamp on a table
+        assert all(i.parent is not None for i in world.things(scene) if i.name == "lamp")
 
 
 def test_classic_world_scenes_are_unchanged_by_the_context_rules():

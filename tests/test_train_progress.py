@@ -149,7 +149,7 @@ class _Terminal(io.StringIO):
 @pytest.mark.slow
 def test_fit_draws_a_bar_on_a_terminal(lake, monkeypatch, ray_local, fast_reports):
     root, version = lake
-    r = presets.recipe("tiny", min_target_area=presets.one_percent_area(root, "synth", version))
+    r = presets.recipe("tiny", min_target_area=presets.target_floor_area(root, "synth", version))
     train_cfg = dataclasses.replace(r.train, steps=8, batch_size=4, checkpoint_every=4, val_every=4,
                                     threads_per_worker=1)
     config = config_dict(r.model, r.sample, train_cfg) | {

@@ -144,6 +144,9 @@ _SEATED = [(0.6, 0), (1.8, 0), (2.4, 0.6), (2.4, 1.8), (1.9, 2.4), (2.6, 2.8), (
            (0.4, 1.8), (0.4, 0.6)]
 SEATED = Shape((_normalise(_SEATED),), (_aspect(_SEATED),))
 SEATED_HIP = 7.9 / 13
+# The context world's floor lamp: the table lamp's shade on a pole three times as long, on a wider foot.
+_FLOOR_LAMP = _mirror([(0, 0), (2, 0), (3.2, 3.5), (0.3, 3.5), (0.3, 19.2), (2.0, 19.8), (2.0, 20.2), (0, 20.2)])
+FLOOR_LAMP = Shape((_normalise(_FLOOR_LAMP),), (_aspect(_FLOOR_LAMP),))
 
 
 def place(unit: np.ndarray, x_center: float, y_bottom: float, width: float, height: float,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from smartmask.config import SynthConfig
-from smartmask.synth.shapes import SEATED, SEATED_HIP, SHAPES, Shape, finish, place
+from smartmask.synth.shapes import FLOOR_LAMP, SEATED, SEATED_HIP, SHAPES, Shape, finish, place
 
 THINGS = ("person", "dog", "tree", "car", "house", "bench", "boat", "bird", "cloud",
           "table", "chair", "sofa", "lamp", "vase", "bottle", "plant", "painting", "window")  # fmt: skip
@@ -32,10 +32,15 @@ PLURAL = {name: name + "s" for name in THINGS} | {"person": "people", "bench": "
 CONTEXT_RULES = (
     "person: sits on a bench, chair or sofa in the scene (seated silhouette, hips on the seat, feet on the ground "
     "in front of it, drawn just in front of the seat) with probability 0.7; stands elsewhere",
-    "dog: faces the nearest person at a similar depth (foot rows within 15% of the image height, within three "
-    "dog widths); faces either way when none is near",
+    "dog: stands beside a person of the scene (same foot row, its nearer edge 2-10% of its width from the person's "
+    "legs), facing them; a scene that draws dogs and no person draws a person instead of its first dog, and a dog "
+    "with no room beside anyone is left out",
+    "lamp: a floor lamp (1.6 m, a tall pole under the shade) standing on the floor with probability 0.5 or when "
+    "the room has no table; otherwise a table lamp on a table",
 )
 SEATED_PROB = 0.7
+FLOOR_LAMP_PROB = 0.5
+FLOOR_LAMP_M = 1.6
 # Seat height of each seat class, as a fraction of its box from the top (where the drawing's seat line is).
 SEAT_LINE = {"bench": 0.56, "chair": 0.5, "sofa": 0.5}
 
@@ -179,10 +184,15 @@ def _make(scene, rng, name, v, fx, fy, w, h, ppm=0.0, parent=None, key=None, fli
 
 def _place_thing(scene: Scene, rng: np.random.Generator, name: str) -> Instance | None:
     W, H, spec, shape = scene.width, scene.height, SPECS[name], SHAPES[name]
-    if scene.world == "context" and name == "person":
+    if scene.world == "context":
         seats = [i for i in scene.instances if i.name in SEAT_LINE]
-        if seats and rng.random() < SEATED_PROB:
+        if name == "person" and seats and rng.random() < SEATED_PROB:
             return _seated(scene, rng, seats[int(rng.integers(len(seats)))])
+        if name == "dog":
+            return _beside_person(scene, rng)
+        if name == "lamp" and (rng.random() < FLOOR_LAMP_PROB or not any(i.name == "table" for i in scene.instances)):
+            aspect = FLOOR_LAMP.aspects[0] * rng.uniform(0.9, 1.1)
+            return _on_ground(scene, rng, name, 0, aspect, "floor", FLOOR_LAMP_M, 0.9, FLOOR_LAMP)
     v = int(rng.integers(len(shape.variants)))
     aspect = shape.aspects[v] * rng.uniform(0.9, 1.1)
     support = SUPPORT[name][0]
@@ -204,11 +214,17 @@ def _place_thing(scene: Scene, rng: np.random.Generator, name: str) -> Instance 
         return _make(scene, rng, name, v, rng.uniform(w / 2, W - w / 2), fy, w, h, ppm)
     if support == "table":
         return _on_table(scene, rng, name, v, aspect)
-    # Standing on the ground plane (grass, floor) or floating on water: perspective sizes everything.
+    return _on_ground(scene, rng, name, v, aspect, support, spec.height_m, spec.max_frac)
+
+
+def _on_ground(scene: Scene, rng: np.random.Generator, name: str, v: int, aspect: float, support: str,
+               height_m: float, max_frac: float, shape: Shape | None = None) -> Instance | None:
+    """Standing on the ground plane (grass, floor) or floating on water: perspective sizes everything."""
+    W, H = scene.width, scene.height
     # A table must be tall enough that its top is a few pixels thick, or nothing could visibly stand on it.
     min_px = max(20.0, 0.08 * H) if name == "table" else max(6.0, 0.05 * H)
-    lo = max(scene.ground_top + 2, scene.horizon + min_px * scene.cam_h / spec.height_m)
-    hi = min(H - 1.0, scene.horizon + spec.max_frac * H * scene.cam_h / spec.height_m)
+    lo = max(scene.ground_top + 2, scene.horizon + min_px * scene.cam_h / height_m)
+    hi = min(H - 1.0, scene.horizon + max_frac * H * scene.cam_h / height_m)
     if lo >= H - 1:
         return None
     hi = max(hi, lo + 1.0)
@@ -228,7 +244,7 @@ def _place_thing(scene: Scene, rng: np.random.Generator, name: str) -> Instance 
             # crowded scene still leaves most things visible.
             fy = lo + (hi - lo) * rng.random() ** 1.4
         ppm = (fy - scene.horizon) / scene.cam_h
-        h = spec.height_m * ppm * rng.uniform(0.9, 1.1)
+        h = height_m * ppm * rng.uniform(0.9, 1.1)
         w = h * aspect
         if support == "water":
             keel = np.linspace(fx - 0.42 * w, fx + 0.42 * w, 9)  # the hull's bottom spans ~70 % of the width
@@ -238,8 +254,35 @@ def _place_thing(scene: Scene, rng: np.random.Generator, name: str) -> Instance 
             feet = np.linspace(fx - 0.55 * w, fx + 0.55 * w, 9)
             if _in_water(scene, feet, fy, -2.0).any():  # nobody stands in the lake
                 continue
-        flip = _facing_person(scene, fx, fy, w) if scene.world == "context" and name == "dog" else None
-        return _make(scene, rng, name, v, fx, fy, w, h, ppm, flip=flip)
+        return _make(scene, rng, name, v, fx, fy, w, h, ppm, shape=shape)
+    return None
+
+
+def _beside_person(scene: Scene, rng: np.random.Generator, tries: int = 4) -> Instance | None:
+    """A dog (context world) beside a random person, at the person's foot row, its nearer edge 2-10% of its width
+    from the person's outline at the dog's height (the legs, not the box: arms reach wider), facing the person.
+    So close, the person's legs fall inside the dog's focus window (conditioning/focus.py pads a box by 12.5%), and
+    the heading is always readable from the layout: no dog of this world faces a random way."""
+    people = [i for i in scene.instances if i.name == "person"]
+    spec, shape = SPECS["dog"], SHAPES["dog"]
+    for _ in range(tries if people else 0):
+        person = people[int(rng.integers(len(people)))]
+        aspect = shape.aspects[0] * rng.uniform(0.9, 1.1)
+        fy = person.box[3]
+        ppm = (fy - scene.horizon) / scene.cam_h
+        h = spec.height_m * ppm * rng.uniform(0.9, 1.1)
+        w = h * aspect
+        low = person.poly[person.poly[:, 1] >= fy - h]
+        gap = w * rng.uniform(0.02, 0.1)
+        left = rng.random() < 0.5  # the side the dog stands on; it faces the person, i.e. away from that side
+        if h < max(6.0, 0.05 * scene.height) or len(low) == 0:  # the ground path's smallest thing (`_on_ground`)
+            continue
+        fx = low[:, 0].min() - gap - w / 2 if left else low[:, 0].max() + gap + w / 2
+        if fx - w / 2 < 0 or fx + w / 2 > scene.width:
+            continue
+        if scene.water is not None and _in_water(scene, np.linspace(fx - 0.55 * w, fx + 0.55 * w, 9), fy, -2).any():
+            continue
+        return _make(scene, rng, "dog", 0, fx, fy, w, h, ppm, flip=not left)
     return None
 
 
@@ -259,16 +302,6 @@ def _seated(scene: Scene, rng: np.random.Generator, seat: Instance) -> Instance 
     else:
         fx, flip = x0 + (x1 - x0) * rng.uniform(0.3, 0.7), None
     return _make(scene, rng, "person", 0, fx, y1, w, h, seat.ppm, parent=seat, key=key, flip=flip, shape=SEATED)
-
-
-def _facing_person(scene: Scene, fx: float, fy: float, w: float) -> bool | None:
-    """The flip that turns a dog (drawn facing right) towards the nearest person at a similar depth, or None."""
-    near = [((i.box[0] + i.box[2]) / 2, i.box[3]) for i in scene.instances if i.name == "person"]
-    near = [(px, py) for px, py in near if abs(py - fy) <= 0.15 * scene.height and 0 < abs(px - fx) <= 3 * w]
-    if not near:
-        return None
-    px, _ = min(near, key=lambda p: abs(p[0] - fx))
-    return bool(px < fx)
 
 
 def _on_table(scene: Scene, rng: np.random.Generator, name: str, v: int, aspect: float) -> Instance | None:
@@ -303,8 +336,11 @@ def add_things(scene: Scene, rng: np.random.Generator, count: int) -> None:
     if dependent and not has_table:
         drawn[dependent[0]] = "table"  # a lamp needs a table to stand on: the first one brings it
     # Supporters first, so every dependent drawn in this batch finds a table already placed; in the context world
-    # seats before the people who may sit on them, people before the dogs that turn to them.
+    # seats before the people who may sit on them, people before the dogs that stand beside them.
     if scene.world == "context":
+        people = any(i.name == "person" for i in scene.instances) or "person" in drawn
+        if "dog" in drawn and not people:
+            drawn[drawn.index("dog")] = "person"  # a dog stands beside a person: the first one brings them
         order = sorted(drawn, key=lambda n: (SUPPORT[n] == ("table",), n == "dog", n == "person"))
     else:
         order = sorted(drawn, key=lambda n: SUPPORT[n] == ("table",))
