@@ -180,10 +180,13 @@ def main() -> None:
     if not recording(a.smoke, a.no_record):
         return
     head = summary.get("context classes", {}).get("model_minus_oracle", {})
+    people = summary.get("person >=1%", {}).get("model_minus_oracle", {})
     row = {"context_world": int(a.world == "context"), "context_model_minus_oracle": head.get("value"),
+           "person_big_model_minus_oracle": people.get("value"),
            "all_model_minus_box":
            summary["all"]["model_minus_box"]["value"], "world": a.world, "scenes": a.scenes, "seed": a.seed,
-           "steps": a.steps, "items": a.items, "min_area_frac": a.min_area_frac, "dataset_version": version,
+           "steps": a.steps, "items": a.items, "min_area_frac": a.min_area_frac,
+           "target_floor": a.min_area_frac or TINY_TARGET_FLOOR, "dataset_version": version,
            "model": model, "summary": json.loads(json.dumps(summary)), "rows": rows}
     record("bench_quality", row, a.lake)
 

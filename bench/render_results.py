@@ -80,6 +80,11 @@ HEADLINES: dict[str, list[Figure]] = {
     "bench_dashboard": [Figure("build_s", "build (s)", "{:.3g}", "<=", 10.0, "build_target_s"),
                         Figure("ratio", "build / DuckDB queries", "{:.3g}", "<=", 2.0, "ratio_target"),
                         Figure("html_mb", "HTML (MB)", "{:.3g}", "<=", 20.0, "html_target_mb")],
+    "bench_quality": [Figure("context_world", "context world", "{:.0f}"), Figure("steps", "steps", "{:.0f}"),
+                      Figure("target_floor", "smallest target", "{:.2%}"),
+                      Figure("context_model_minus_oracle", "context classes: model − oracle", "{:+.3f}"),
+                      Figure("person_big_model_minus_oracle", "people ≥ 1%: model − oracle", "{:+.3f}"),
+                      Figure("all_model_minus_box", "all: model − box", "{:+.3f}")],
     "gpu_suggest": [Figure("ratio", "speed-up vs SD inpaint", "{:.2f}", ">=", 2.0, "target"),
                     Figure("ours_latency_s", "our latency (s)", "{:.3f}")],
     "gpu_train_step": [Figure("ratio", "throughput vs IP2P step", "{:.2f}", ">=", 1.0),
@@ -92,9 +97,14 @@ NOTES = {
                         "Train with 1 worker vs the same loop in-process (per step). Records without `rounds` ran "
                         "each configuration once, in one order, and this VM's speed drifts by up to ~30% within "
                         "minutes: read them as noisy."),
+    "bench_quality": ("Model − oracle and model − box: mean IoU differences at image resolution (intervals in the "
+                      "records). Records without a smallest target trained on the tiny preset's floor of the day, 1% "
+                      "of the image; the two of 17:37 ran on an intermediate context world (dogs beside a person "
+                      "with probability 0.7, no lamp rule)."),
 }
 # Derived fields, computed from a record before its figures are read.
-DERIVED = {"bench_train_cpu": _samples_per_s_2w}
+DERIVED = {"bench_train_cpu": _samples_per_s_2w,
+           "bench_quality": lambda rec: rec | {"target_floor": rec.get("target_floor") or rec.get("min_area_frac")}}
 _META = {"bench", "at", "code_version", "machine", "backfilled", "cpus", "host", "processor", "cores", "device"}
 
 
