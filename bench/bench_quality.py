@@ -72,7 +72,8 @@ def train(lake: Path, name: str, version: str, steps: int, work: Path, min_area_
     from smartmask.training.loop import InProcess, config_dict, run_training
 
     area = presets.target_floor_area(lake, name, version, min_area_frac or presets.TINY_TARGET_FLOOR)
-    r = presets.recipe("tiny", min_target_area=area)
+    box_only = presets.target_floor_area(lake, name, version, presets.TINY_BOX_ONLY_BELOW)
+    r = presets.recipe("tiny", min_target_area=area, box_only_below=box_only)
     tcfg = dataclasses.replace(r.train, steps=steps, checkpoint_every=steps, val_every=steps, threads_per_worker=1)
     rid = f"bench-quality-{steps}-{area}"
     ex = InProcess()

@@ -59,7 +59,8 @@ def train(job: TrainJob) -> dict:
     root = lake_root(lake)
     name, version = resolve_dataset(root, job.dataset)
     min_area = presets.target_floor_area(root, name, version) if preset == "tiny" else 16
-    r = presets.recipe(preset, base_model=job.base_model, min_target_area=min_area)
+    box_only = presets.target_floor_area(root, name, version, presets.TINY_BOX_ONLY_BELOW) if preset == "tiny" else 0
+    r = presets.recipe(preset, base_model=job.base_model, min_target_area=min_area, box_only_below=box_only)
     model_cfg, sample_cfg, train_cfg = r.model, r.sample, r.train
     if job.guidance_mix is not None:
         sample_cfg = dataclasses.replace(sample_cfg, guidance_mix=tuple(job.guidance_mix))

@@ -114,20 +114,22 @@ class Recipe:
 # The tiny preset's smallest training target, as a share of the image: the default eval set's floor
 # (EvalSetConfig.min_area_frac). It was 1% while the model drew on the global 32×32 grid only (a smaller object is a
 # few cells there); the object-centred view gives a small object the whole grid, and training on small targets
-# lifted the < 1% bin by +0.07 IoU at equal steps (docs/experiments.md, "Quality levers").
+# lifted the < 1% bin at equal steps (docs/experiments.md, "Quality levers"). Below 1% they train under a box only.
 TINY_TARGET_FLOOR = 0.0005
+TINY_BOX_ONLY_BELOW = 0.01
 
 
-def tiny(min_target_area: int = 16) -> Recipe:
+def tiny(min_target_area: int = 16, box_only_below: int = 0) -> Recipe:
     """The tiny preset. `min_target_area`: the smallest target in source pixels (`target_floor_area` of the
-    dataset)."""
+    dataset); targets below `box_only_below` pixels (1% of the image: `target_floor_area(..., 0.01)`) train under a
+    box only, where the object-centred view makes them learnable (SampleConfig.box_only_below)."""
     return Recipe(
         preset="tiny",
         model=tiny_model(),
         # Box-heavy guidance mix (none / box / blob / scribble): the box is the control users give most, and a few
         # minutes of CPU training cannot learn all four equally well.
         sample=SampleConfig(resolution=32, min_target_area=min_target_area, guidance_mix=(0.1, 0.6, 0.15, 0.15),
-                            focus_view=True),
+                            focus_view=True, box_only_below=box_only_below),
         train=TrainConfig(steps=2000, batch_size=32, lr=1e-3, warmup_steps=20, checkpoint_every=50, val_every=50,
                           ema_decay=0.99),
         suggest=SuggestConfig(),
@@ -143,9 +145,10 @@ def sd15(base_model: str) -> Recipe:
                   train=TrainConfig(lr=1e-5), suggest=SuggestConfig())
 
 
-def recipe(preset: str, *, base_model: str | None = None, min_target_area: int = 16) -> Recipe:
+def recipe(preset: str, *, base_model: str | None = None, min_target_area: int = 16,
+           box_only_below: int = 0) -> Recipe:
     if preset == "tiny":
-        return tiny(min_target_area)
+        return tiny(min_target_area, box_only_below)
     if preset == "sd15":
         return sd15(base_model or "")
     raise ValueError(f"unknown preset {preset!r}: expected tiny or sd15")

@@ -321,6 +321,26 @@ def test_guidance_in_samples(ds, index):
     assert {mixed.sample(i)["guidance"] for i in range(60)} == set(GUIDANCE_KINDS)
 
 
+def test_small_targets_train_under_a_box_only(index):
+    # Below `box_only_below` pixels a target is always box-guided; at and above it the mix decides as before.
+    cut = int(np.median(index.area[index.targets]))
+    plain = TrainingSampler(index, SampleConfig(resolution=16, guidance_mix=ONLY["scribble"]), seed=0)
+    split = TrainingSampler(index, SampleConfig(resolution=16, guidance_mix=ONLY["scribble"], box_only_below=cut),
+                            seed=0)
+    small = big = 0
+    for i in range(40):
+        a, b = plain.sample(i), split.sample(i)
+        assert (a["image_id"], a["k"]) == (b["image_id"], b["k"])  # the same target: only its guidance may change
+        t = split._draw(i)["t"]
+        if index.area[t] < cut:
+            assert b["guidance"] == "box" and a["guidance"] == "scribble"
+            small += 1
+        else:
+            assert b["guidance"] == "scribble"
+            big += 1
+    assert small >= 5 and big >= 5
+
+
 def test_split_filtering(ds):
     split_of = dict(zip(ds["images"].column("image_id").to_pylist(), ds["images"].column("split").to_pylist(),
                         strict=True))

@@ -41,6 +41,9 @@ class SampleConfig:
     # Stuff (is_stuff) layers are painted as context and may be the first layer, but are targets only if set.
     insert_stuff: bool = False
     min_target_area: int = 16  # amodal pixels at the source resolution
+    # Targets smaller than this (amodal pixels) are always box-guided: with the focus view the box's window gives
+    # them the whole grid, while without a box they are a cell or two and teach the model to place nothing.
+    box_only_below: int = 0
     split: str = "train"  # the split `TrainingSampler.from_lake` reads
     # The object-centred view (conditioning/focus.py): a box-guided sample's layout is the window around the box
     # stacked on the global one (6 channels) and its target is drawn in the window. The model must match.
@@ -317,6 +320,8 @@ class TrainingSampler:
             if target.any():
                 break
         kind = GUIDANCE_KINDS[int(np.searchsorted(self._mix_cdf, rng.random(), side="right"))]
+        if self.index.area[t] < self.cfg.box_only_below:
+            kind = "box"
         g = guidance_from_mask(kind, target, rng)
         d = {"t": t, "ids": ids, "target": target, "kind": kind, "g": g}
         if self.cfg.focus_view:
