@@ -1,7 +1,7 @@
 """Benchmark: box-guided mask quality of the tiny preset at a fixed training budget, by object size and by class,
 against the tight box and the class-mean oracle (docs/experiments.md, "Quality levers" and "The context world").
 
-    ./dev sh python bench/bench_quality.py --world context --scenes 600 --steps 1000 --items 400 [--work DIR]
+    ./dev sh python bench/bench_quality.py --world context --scenes 600 --steps 4000 --items 400 [--work DIR]
 
 One synthetic world (`--world classic|context`, 640×480, seed `--seed`) is rebuilt into a lake; the tiny preset
 trains in-process for exactly `--steps` steps (batch 32, one thread, seed 0: the same model on any machine) and is
