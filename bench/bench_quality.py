@@ -64,18 +64,17 @@ def world_and_lake(work: Path, world: str, scenes: int, seed: int, small: bool) 
     return lake, name, version
 
 
-def train(lake: Path, name: str, version: str, steps: int, work: Path, min_area_frac: float | None) -> str:
+def train(lake: Path, name: str, version: str, steps: int, work: Path, floor: float) -> str:
     import dataclasses
 
     from smartmask import presets
     from smartmask.registry import register
     from smartmask.training.loop import InProcess, config_dict, run_training
 
-    area = presets.target_floor_area(lake, name, version, min_area_frac or presets.TINY_TARGET_FLOOR)
-    box_only = presets.target_floor_area(lake, name, version, presets.TINY_BOX_ONLY_BELOW)
-    r = presets.recipe("tiny", min_target_area=area, box_only_below=box_only)
+    areas = presets.tiny_target_areas(lake, name, version, floor)
+    r = presets.recipe("tiny", **areas)
     tcfg = dataclasses.replace(r.train, steps=steps, checkpoint_every=steps, val_every=steps, threads_per_worker=1)
-    rid = f"bench-quality-{steps}-{area}"
+    rid = f"bench-quality-{steps}-{areas['min_target_area']}"
     ex = InProcess()
     out = run_training(model_cfg=r.model, sample_cfg=r.sample, train_cfg=tcfg, lake=lake, dataset=name,
                        dataset_version=version, run_dir=lake / "runs" / "kind=train" / f"run={rid}", ex=ex,
@@ -163,16 +162,16 @@ def main() -> None:
     torch.set_num_threads(1)
     from _results import record, recording, work_folder
 
+    from smartmask.presets import TINY_TARGET_FLOOR
+
+    floor = a.min_area_frac or TINY_TARGET_FLOOR
     t0 = time.perf_counter()
     with work_folder(a.work, "bench-quality-") as work:
         lake, name, version = world_and_lake(work, a.world, a.scenes, a.seed, a.smoke)
-        model = train(lake, name, version, a.steps, work, a.min_area_frac)
+        model = train(lake, name, version, a.steps, work, floor)
         rows = score(lake, name, version, model, a.items)
         summary = summarise(rows)
-    from smartmask.presets import TINY_TARGET_FLOOR
-
-    floor = f"{a.min_area_frac or TINY_TARGET_FLOOR:.2%}"
-    print(f"{a.world} world, {a.scenes} scenes, {a.steps} steps, targets from {floor} of the image, model {model}: "
+    print(f"{a.world} world, {a.scenes} scenes, {a.steps} steps, targets from {floor:.2%} of the image, model {model}: "
           f"box guidance at image resolution, "
           f"rank-1 of 4 ({time.perf_counter() - t0:.0f} s)")
     for key, s in summary.items():
@@ -187,7 +186,7 @@ def main() -> None:
            "all_model_minus_box":
            summary["all"]["model_minus_box"]["value"], "world": a.world, "scenes": a.scenes, "seed": a.seed,
            "steps": a.steps, "items": a.items, "min_area_frac": a.min_area_frac,
-           "target_floor": a.min_area_frac or TINY_TARGET_FLOOR, "dataset_version": version,
+           "target_floor": floor, "dataset_version": version,
            "model": model, "summary": json.loads(json.dumps(summary)), "rows": rows}
     record("bench_quality", row, a.lake)
 

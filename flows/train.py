@@ -58,9 +58,8 @@ def train(job: TrainJob) -> dict:
     lake, preset, workers, gpu = job.lake, job.preset, job.workers, job.gpu
     root = lake_root(lake)
     name, version = resolve_dataset(root, job.dataset)
-    min_area = presets.target_floor_area(root, name, version) if preset == "tiny" else 16
-    box_only = presets.target_floor_area(root, name, version, presets.TINY_BOX_ONLY_BELOW) if preset == "tiny" else 0
-    r = presets.recipe(preset, base_model=job.base_model, min_target_area=min_area, box_only_below=box_only)
+    areas = presets.tiny_target_areas(root, name, version) if preset == "tiny" else {}
+    r = presets.recipe(preset, base_model=job.base_model, **areas)
     model_cfg, sample_cfg, train_cfg = r.model, r.sample, r.train
     if job.guidance_mix is not None:
         sample_cfg = dataclasses.replace(sample_cfg, guidance_mix=tuple(job.guidance_mix))

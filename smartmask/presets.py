@@ -120,9 +120,8 @@ TINY_BOX_ONLY_BELOW = 0.01
 
 
 def tiny(min_target_area: int = 16, box_only_below: int = 0) -> Recipe:
-    """The tiny preset. `min_target_area`: the smallest target in source pixels (`target_floor_area` of the
-    dataset); targets below `box_only_below` pixels (1% of the image: `target_floor_area(..., 0.01)`) train under a
-    box only, where the object-centred view makes them learnable (SampleConfig.box_only_below)."""
+    """The tiny preset. `min_target_area`: the smallest target in source pixels; targets below `box_only_below`
+    pixels train under a box only (both for a dataset: `tiny_target_areas`), where the object-centred view makes them learnable (SampleConfig.box_only_below)."""
     return Recipe(
         preset="tiny",
         model=tiny_model(),
@@ -157,6 +156,21 @@ def recipe(preset: str, *, base_model: str | None = None, min_target_area: int =
 def target_floor_area(lake: Path, name: str, version: str, frac: float = TINY_TARGET_FLOOR) -> int:
     """`frac` of a dataset version's median image area in pixels, at least 16: by default the tiny preset's smallest
     target (TINY_TARGET_FLOOR)."""
+    return _share(_median_image_area(lake, name, version), frac)
+
+
+def tiny_target_areas(lake: Path, name: str, version: str, floor: float = TINY_TARGET_FLOOR) -> dict[str, int]:
+    """`tiny`'s two areas for a dataset version from one read of its image sizes: `min_target_area` (`floor` of the
+    median image) and `box_only_below` (TINY_BOX_ONLY_BELOW of it)."""
+    median = _median_image_area(lake, name, version)
+    return {"min_target_area": _share(median, floor), "box_only_below": _share(median, TINY_BOX_ONLY_BELOW)}
+
+
+def _share(median: int | None, frac: float) -> int:
+    return max(16, int(frac * median)) if median is not None else 16
+
+
+def _median_image_area(lake: Path, name: str, version: str) -> int | None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -164,4 +178,4 @@ def target_floor_area(lake: Path, name: str, version: str, frac: float = TINY_TA
 
     t = pq.read_table(dataset_dir(lake, name, version) / "images", columns=["width", "height"])
     areas = pc.multiply(pc.cast(t.column("width"), "int64"), pc.cast(t.column("height"), "int64"))
-    return max(16, int(frac * pc.approximate_median(areas).as_py())) if t.num_rows else 16
+    return pc.approximate_median(areas).as_py() if t.num_rows else None

@@ -185,8 +185,8 @@ def _make(scene, rng, name, v, fx, fy, w, h, ppm=0.0, parent=None, key=None, fli
 def _place_thing(scene: Scene, rng: np.random.Generator, name: str) -> Instance | None:
     W, H, spec, shape = scene.width, scene.height, SPECS[name], SHAPES[name]
     if scene.world == "context":
-        seats = [i for i in scene.instances if i.name in SEAT_LINE]
-        if name == "person" and seats and rng.random() < SEATED_PROB:
+        seats = [i for i in scene.instances if i.name in SEAT_LINE] if name == "person" else []
+        if seats and rng.random() < SEATED_PROB:
             return _seated(scene, rng, seats[int(rng.integers(len(seats)))])
         if name == "dog":
             return _beside_person(scene, rng)
@@ -222,7 +222,7 @@ def _on_ground(scene: Scene, rng: np.random.Generator, name: str, v: int, aspect
     """Standing on the ground plane (grass, floor) or floating on water: perspective sizes everything."""
     W, H = scene.width, scene.height
     # A table must be tall enough that its top is a few pixels thick, or nothing could visibly stand on it.
-    min_px = max(20.0, 0.08 * H) if name == "table" else max(6.0, 0.05 * H)
+    min_px = max(20.0, 0.08 * H) if name == "table" else _min_ground_px(H)
     lo = max(scene.ground_top + 2, scene.horizon + min_px * scene.cam_h / height_m)
     hi = min(H - 1.0, scene.horizon + max_frac * H * scene.cam_h / height_m)
     if lo >= H - 1:
@@ -258,6 +258,11 @@ def _on_ground(scene: Scene, rng: np.random.Generator, name: str, v: int, aspect
     return None
 
 
+def _min_ground_px(H: float) -> float:
+    """The smallest drawn height of a thing on the ground plane (tables aside: `_on_ground`)."""
+    return max(6.0, 0.05 * H)
+
+
 def _beside_person(scene: Scene, rng: np.random.Generator, tries: int = 4) -> Instance | None:
     """A dog (context world) beside a random person, at the person's foot row, its nearer edge 2-10% of its width
     from the person's outline at the dog's height (the legs, not the box: arms reach wider), facing the person.
@@ -275,7 +280,7 @@ def _beside_person(scene: Scene, rng: np.random.Generator, tries: int = 4) -> In
         low = person.poly[person.poly[:, 1] >= fy - h]
         gap = w * rng.uniform(0.02, 0.1)
         left = rng.random() < 0.5  # the side the dog stands on; it faces the person, i.e. away from that side
-        if h < max(6.0, 0.05 * scene.height) or len(low) == 0:  # the ground path's smallest thing (`_on_ground`)
+        if h < _min_ground_px(scene.height) or len(low) == 0:
             continue
         fx = low[:, 0].min() - gap - w / 2 if left else low[:, 0].max() + gap + w / 2
         if fx - w / 2 < 0 or fx + w / 2 > scene.width:
