@@ -155,6 +155,8 @@ def main() -> None:
     ap.add_argument("--smoke", "--cpu-smoke", dest="smoke", action="store_true",
                     help="a tiny world, 2 steps, 4 items; writes no record")
     a = ap.parse_args()
+    if a.min_area_frac is not None and not 0.0 < a.min_area_frac < 1.0:
+        ap.error(f"--min-area-frac is a share of the image, between 0 and 1 (exclusive); got {a.min_area_frac}")
     if a.smoke:
         a.scenes, a.steps, a.items = 12, 2, 4
     import torch
